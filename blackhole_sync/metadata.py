@@ -1,0 +1,1588 @@
+"""Signed documents: strict parsing from bytes, attrs models and the canonical encoding.
+
+Every document is ``{"signed": {...}, "signatures": [{"keyid": HEX, "sig": HEX}]}``. Signatures
+cover :func:`canonical_bytes` of ``signed``: UTF-8 JSON, keys sorted, no insignificant
+whitespace, integers only, minimal escaping. Parsing is strict so that re-encoding is faithful:
+the size is capped before parsing; duplicate keys, floats, NaN/Infinity, integers outside
+``0..2**63-1``, lone surrogates and non-UTF-8 input are refused with :class:`FormatError`.
+Unknown fields are kept (``extra``) so a newer writer's documents still verify and round-trip.
+
+Models are frozen attrs classes with ``from_dict`` (strict, raises FormatError) and ``to_dict``.
+Optional fields are omitted when unset; an explicit ``null`` is refused.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar
+
+import semver
+from attrs import evolve, field, frozen
+
+from .errors import FormatError, UnsafePathError
+from .signing import PrivateKey, PublicKey, Signature, key_id, verify_threshold
+
+__all__ = [
+    "HASH_ALGORITHMS",
+    "MAX_INT",
+    "MAX_SIZES",
+    "UPDATE_TYPES",
+    "Artifact",
+    "Command",
+    "Compatibility",
+    "ConfigChange",
+    "DeltaRecord",
+    "Encryption",
+    "Envelope",
+    "HaltDoc",
+    "HealthReport",
+    "Index",
+    "IndexChannel",
+    "MetaFile",
+    "Member",
+    "Migration",
+    "NodeStatusDoc",
+    "Proposal",
+    "ProtocolInfo",
+    "Recipient",
+    "ReleaseManifest",
+    "Role",
+    "Root",
+    "RolloutPhase",
+    "RolloutPlan",
+    "SchemaInfo",
+    "Unpack",
+    "Vote",
+    "canonical_bytes",
+    "check_safe_name",
+    "check_safe_path",
+    "format_time",
+    "parse_time",
+    "parse_version",
+    "strict_loads",
+]
+
+MAX_INT = 2**63 - 1
+
+#: Size caps (bytes) applied before parsing, per document type.
+MAX_SIZES: Mapping[str, int] = {
+    "root": 512 * 1024,
+    "index": 16 * 1024 * 1024,
+    "release": 4 * 1024 * 1024,
+    "rollout": 256 * 1024,
+    "halt": 64 * 1024,
+    "proposal": 256 * 1024,
+    "vote": 16 * 1024,
+    "health": 64 * 1024,
+    "status": 64 * 1024,
+    "announcement": 16 * 1024,
+}
+#: Deepest JSON nesting accepted.
+MAX_DEPTH = 32
+#: Supported hash algorithms; any other is refused.
+HASH_ALGORITHMS = frozenset({"sha256"})
+UPDATE_TYPES = ("binary", "configuration", "protocol", "schema")
+SPEC_VERSION = "1"
+
+
+# -- strict JSON ----------------------------------------------------------------------------
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise FormatError(f"duplicate key {key!r}")
+        obj[key] = value
+    return obj
+
+
+def _int(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= MAX_INT:
+        raise FormatError(f"integer out of range 0..2^63-1: {text[:40]}")
+    return value
+
+
+def _no_float(text: str) -> Any:
+    raise FormatError(f"floats are not allowed: {text[:40]}")
+
+
+def _no_constant(text: str) -> Any:
+    raise FormatError(f"{text} is not allowed")
+
+
+def _depth(obj: Any, level: int = 0) -> None:
+    if level > MAX_DEPTH:
+        raise FormatError(f"nesting deeper than {MAX_DEPTH}")
+    if isinstance(obj, dict):
+        for value in obj.values():
+            _depth(value, level + 1)
+    elif isinstance(obj, list):
+        for value in obj:
+            _depth(value, level + 1)
+
+
+def strict_loads(data: bytes, *, max_size: int) -> Any:
+    """Parse JSON strictly (see module docstring). The cap applies before anything else."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError("strict_loads takes bytes")
+    if len(data) > max_size:
+        raise FormatError(f"document is {len(data)} bytes, over the {max_size}-byte cap")
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise FormatError("document is not UTF-8") from exc
+    if text.startswith("\ufeff"):
+        raise FormatError("document starts with a byte order mark")
+    try:
+        obj = json.loads(
+            text,
+            object_pairs_hook=_pairs,
+            parse_int=_int,
+            parse_float=_no_float,
+            parse_constant=_no_constant,
+        )
+    except FormatError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise FormatError(f"not valid JSON: {exc}") from exc
+    _depth(obj)
+    canonical_bytes(obj)  # refuses lone surrogates
+    return obj
+
+
+def canonical_bytes(obj: Any) -> bytes:
+    """The canonical encoding signatures cover."""
+    try:
+        return json.dumps(
+            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise FormatError("string is not valid Unicode (lone surrogate)") from exc
+    except (TypeError, ValueError) as exc:
+        raise FormatError(f"cannot encode canonically: {exc}") from exc
+
+
+# -- field readers ----------------------------------------------------------------------------
+
+T = TypeVar("T")
+_MISSING: Any = object()
+_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z")
+_HEX64 = re.compile(r"[0-9a-f]{64}\Z")
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
+
+
+class _Reader:
+    """Pops typed fields from a dict; whatever is left over is the unknown-field ``extra``."""
+
+    def __init__(self, obj: Any, where: str) -> None:
+        if not isinstance(obj, dict):
+            raise FormatError(f"{where}: expected an object")
+        self.obj = dict(obj)
+        self.where = where
+
+    def _get(self, key: str, required: bool) -> Any:
+        if key not in self.obj:
+            if required:
+                raise FormatError(f"{self.where}: missing field {key!r}")
+            return _MISSING
+        value = self.obj.pop(key)
+        if value is None:
+            raise FormatError(f"{self.where}.{key}: null is not allowed (omit the field)")
+        return value
+
+    def integer(
+        self, key: str, default: Any = _MISSING, *, minimum: int = 0, maximum: int = MAX_INT
+    ) -> Any:
+        value = self._get(key, default is _MISSING)
+        if value is _MISSING:
+            return default
+        if type(value) is not int:
+            raise FormatError(f"{self.where}.{key}: expected an integer")
+        if not minimum <= value <= maximum:
+            raise FormatError(f"{self.where}.{key}: {value} outside {minimum}..{maximum}")
+        return value
+
+    def boolean(self, key: str, default: Any = _MISSING) -> Any:
+        value = self._get(key, default is _MISSING)
+        if value is _MISSING:
+            return default
+        if type(value) is not bool:
+            raise FormatError(f"{self.where}.{key}: expected true or false")
+        return value
+
+    def string(self, key: str, default: Any = _MISSING, *, max_len: int = 4096) -> Any:
+        value = self._get(key, default is _MISSING)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, str):
+            raise FormatError(f"{self.where}.{key}: expected a string")
+        if len(value) > max_len:
+            raise FormatError(f"{self.where}.{key}: longer than {max_len} characters")
+        return value
+
+    def value(self, key: str, default: Any = _MISSING) -> Any:
+        value = self._get(key, default is _MISSING)
+        return default if value is _MISSING else value
+
+    def obj_(self, key: str, parse: Callable[[Any, str], T], default: Any = _MISSING) -> Any:
+        value = self._get(key, default is _MISSING)
+        if value is _MISSING:
+            return default
+        return parse(value, f"{self.where}.{key}")
+
+    def items(
+        self,
+        key: str,
+        parse: Callable[[Any, str], T],
+        default: Any = _MISSING,
+        *,
+        max_items: int = 10_000,
+    ) -> Any:
+        value = self._get(key, default is _MISSING)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, list):
+            raise FormatError(f"{self.where}.{key}: expected a list")
+        if len(value) > max_items:
+            raise FormatError(f"{self.where}.{key}: more than {max_items} items")
+        return tuple(parse(item, f"{self.where}.{key}[{i}]") for i, item in enumerate(value))
+
+    def mapping(
+        self,
+        key: str,
+        parse: Callable[[Any, str], T],
+        default: Any = _MISSING,
+        *,
+        max_items: int = 100_000,
+    ) -> Any:
+        value = self._get(key, default is _MISSING)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, dict):
+            raise FormatError(f"{self.where}.{key}: expected an object")
+        if len(value) > max_items:
+            raise FormatError(f"{self.where}.{key}: more than {max_items} entries")
+        return {k: parse(v, f"{self.where}.{key}.{k}") for k, v in value.items()}
+
+    def version(self, key: str, default: Any = _MISSING) -> Any:
+        value = self.string(key, default, max_len=256)
+        if value is default and default is not _MISSING:
+            return value
+        return parse_version(value, f"{self.where}.{key}")
+
+    def time(self, key: str, default: Any = _MISSING) -> Any:
+        value = self.string(key, default, max_len=32)
+        if value is default and default is not _MISSING:
+            return value
+        return parse_time(value, f"{self.where}.{key}")
+
+    def const(self, key: str, expected: str) -> None:
+        value = self.string(key)
+        if value != expected:
+            raise FormatError(f"{self.where}.{key}: expected {expected!r}, got {value!r}")
+
+    def extra(self) -> dict[str, Any]:
+        return self.obj
+
+
+def parse_version(value: Any, where: str = "version") -> str:
+    """A semver string without build metadata (``1.2.3``, ``1.2.3-rc.1``)."""
+    if not isinstance(value, str):
+        raise FormatError(f"{where}: expected a version string")
+    try:
+        parsed = semver.Version.parse(value)
+    except (ValueError, TypeError) as exc:
+        raise FormatError(f"{where}: {value!r} is not a semantic version") from exc
+    if parsed.build is not None:
+        raise FormatError(f"{where}: {value!r} carries build metadata")
+    if str(parsed) != value:
+        raise FormatError(f"{where}: {value!r} is not in canonical form")
+    return value
+
+
+def parse_time(value: Any, where: str = "time") -> _dt.datetime:
+    """``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds) to an aware datetime."""
+    if not isinstance(value, str) or not _TIME_RE.match(value):
+        raise FormatError(f"{where}: expected YYYY-MM-DDTHH:MM:SSZ")
+    try:
+        return _dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.UTC)
+    except ValueError as exc:
+        raise FormatError(f"{where}: {value!r} is not a valid time") from exc
+
+
+def format_time(value: _dt.datetime) -> str:
+    return value.astimezone(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def check_safe_name(name: Any, where: str = "name") -> str:
+    """An artifact name: one path component, safe on every platform we target."""
+    check_safe_path(name, where)
+    if "/" in name:
+        raise UnsafePathError(f"{where}: {name!r} must be a plain file name")
+    return str(name)
+
+
+def check_safe_path(path: Any, where: str = "path") -> str:
+    """A relative POSIX path that cannot escape its directory."""
+    if not isinstance(path, str):
+        raise FormatError(f"{where}: expected a string")
+    if not path:
+        raise UnsafePathError(f"{where}: empty name")
+    if len(path.encode("utf-8", "surrogatepass")) > 255 * 16 or any(
+        len(part.encode("utf-8", "surrogatepass")) > 255 for part in path.split("/")
+    ):
+        raise UnsafePathError(f"{where}: name component over 255 bytes")
+    if "\x00" in path:
+        raise UnsafePathError(f"{where}: NUL in name")
+    if "\\" in path:
+        raise UnsafePathError(f"{where}: backslash in name {path!r}")
+    if path.startswith("/"):
+        raise UnsafePathError(f"{where}: absolute name {path!r}")
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        raise UnsafePathError(f"{where}: control character in name {path!r}")
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise UnsafePathError(f"{where}: {path!r} has an empty, '.' or '..' component")
+    if len(parts[0]) == 2 and parts[0][1] == ":":
+        raise UnsafePathError(f"{where}: drive-qualified name {path!r}")
+    return path
+
+
+def _check_mode(mode: int, where: str) -> int:
+    if mode & ~0o777:
+        raise UnsafePathError(f"{where}: mode {oct(mode)} has setuid/setgid/sticky or type bits")
+    return mode
+
+
+def _hashes(value: Any, where: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not value:
+        raise FormatError(f"{where}: expected a non-empty object of hashes")
+    for algorithm, digest in value.items():
+        if algorithm not in HASH_ALGORITHMS:
+            raise FormatError(f"{where}: unknown hash algorithm {algorithm!r}")
+        if not isinstance(digest, str) or not _HEX64.match(digest):
+            raise FormatError(f"{where}.{algorithm}: expected 64 lowercase hex digits")
+    return dict(value)
+
+
+def _channel_name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise FormatError(f"{where}: {value!r} is not a valid channel or role name")
+    return value
+
+
+def _drop_unset(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+# -- building blocks ----------------------------------------------------------------------
+
+
+@frozen
+class MetaFile:
+    """Length and hashes of a file another document refers to."""
+
+    length: int
+    hashes: Mapping[str, str]
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        return self.hashes["sha256"]
+
+    @classmethod
+    def of(cls, data: bytes) -> MetaFile:
+        return cls(len(data), {"sha256": hashlib.sha256(data).hexdigest()})
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "file") -> MetaFile:
+        r = _Reader(obj, where)
+        length = r.integer("length")
+        hashes = r.obj_("hashes", _hashes)
+        if "sha256" not in hashes:
+            raise FormatError(f"{where}.hashes: sha256 is required")
+        return cls(length, hashes, r.extra())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.extra, "length": self.length, "hashes": dict(self.hashes)}
+
+    def matches(self, data: bytes) -> bool:
+        return len(data) == self.length and hashlib.sha256(data).hexdigest() == self.sha256
+
+
+@frozen
+class Role:
+    keyids: tuple[str, ...]
+    threshold: int
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "role") -> Role:
+        r = _Reader(obj, where)
+        keyids = r.items("keyids", _keyid, max_items=256)
+        threshold = r.integer("threshold", minimum=1, maximum=256)
+        if threshold > len(set(keyids)):
+            raise FormatError(f"{where}: threshold {threshold} exceeds its distinct keys")
+        return cls(keyids, threshold, r.extra())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.extra, "keyids": list(self.keyids), "threshold": self.threshold}
+
+
+def _keyid(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _HEX64.match(value):
+        raise FormatError(f"{where}: a key id is 64 lowercase hex digits")
+    return value
+
+
+def _public_key(value: Any, where: str) -> PublicKey:
+    r = _Reader(value, where)
+    r.const("keytype", "ed25519")
+    r.const("scheme", "ed25519")
+    key = PublicKey.from_hex(r.string("public", max_len=64))
+    if r.extra():
+        raise FormatError(f"{where}: unknown key fields {sorted(r.extra())}")
+    return key
+
+
+@frozen
+class Command:
+    """A command a node runs: a release's self-test or health check."""
+
+    argv: tuple[str, ...]
+    timeout: int = 60
+    window: int | None = None  # health only: seconds the version must stay healthy
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "command") -> Command:
+        r = _Reader(obj, where)
+        argv = r.items("argv", _string, max_items=256)
+        if not argv:
+            raise FormatError(f"{where}.argv: empty")
+        return cls(
+            argv,
+            r.integer("timeout", 60, minimum=1, maximum=86_400),
+            r.integer("window", None, maximum=30 * 86_400),
+            r.extra(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_unset(
+            {**self.extra, "argv": list(self.argv), "timeout": self.timeout, "window": self.window}
+        )
+
+
+def _string(value: Any, where: str) -> str:
+    if not isinstance(value, str) or len(value) > 65_536:
+        raise FormatError(f"{where}: expected a string")
+    return value
+
+
+@frozen
+class Member:
+    """One entry of an archive marked to unpack: a file or a directory."""
+
+    path: str
+    mode: int
+    type: str = "file"  # "file" | "dir"
+    length: int | None = None
+    hashes: Mapping[str, str] | None = None
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    @property
+    def sha256(self) -> str | None:
+        return None if self.hashes is None else self.hashes["sha256"]
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "member") -> Member:
+        r = _Reader(obj, where)
+        path = check_safe_path(r.string("path", max_len=4096), f"{where}.path")
+        mode = _check_mode(r.integer("mode", maximum=0o7777), f"{where}.mode")
+        kind = r.string("type", "file")
+        if kind not in ("file", "dir"):
+            raise UnsafePathError(f"{where}.type: {kind!r} (only files and directories)")
+        length = r.integer("length", None)
+        hashes = r.obj_("hashes", _hashes, None)
+        if kind == "file" and (length is None or hashes is None or "sha256" not in hashes):
+            raise FormatError(f"{where}: a file member needs length and sha256")
+        if kind == "dir" and (length is not None or hashes is not None):
+            raise FormatError(f"{where}: a directory has no length or hashes")
+        return cls(path, mode, kind, length, hashes, r.extra())
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_unset(
+            {
+                **self.extra,
+                "path": self.path,
+                "mode": self.mode,
+                "type": self.type,
+                "length": self.length,
+                "hashes": None if self.hashes is None else dict(self.hashes),
+            }
+        )
+
+
+@frozen
+class Unpack:
+    format: str  # "tar" | "zip"
+    members: tuple[Member, ...]
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    FORMATS: ClassVar[tuple[str, ...]] = ("tar", "tar.gz", "tar.xz", "tar.bz2", "zip")
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "unpack") -> Unpack:
+        r = _Reader(obj, where)
+        fmt = r.string("format", max_len=16)
+        if fmt not in cls.FORMATS:
+            raise FormatError(f"{where}.format: unknown archive format {fmt!r}")
+        members = r.items("members", Member.from_dict, max_items=100_000)
+        seen: set[str] = set()
+        for m in members:
+            if m.path in seen:
+                raise UnsafePathError(f"{where}: member {m.path!r} listed twice")
+            seen.add(m.path)
+        return cls(fmt, members, r.extra())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.extra, "format": self.format, "members": [m.to_dict() for m in self.members]}
+
+
+@frozen
+class Recipient:
+    """The artifact key sealed (X25519 sealed box) to one node's key."""
+
+    public: str  # the node's ed25519 public key, hex
+    sealed_key: str  # hex
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "recipient") -> Recipient:
+        r = _Reader(obj, where)
+        public = PublicKey.from_hex(r.string("public", max_len=64)).hex
+        sealed = r.string("sealed_key", max_len=512)
+        if not re.fullmatch(r"[0-9a-f]+", sealed):
+            raise FormatError(f"{where}.sealed_key: expected hex")
+        return cls(public, sealed, r.extra())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.extra, "public": self.public, "sealed_key": self.sealed_key}
+
+
+@frozen
+class Encryption:
+    """How an artifact's ciphertext blob is made; the artifact's own hashes are the plaintext's."""
+
+    scheme: str
+    ciphertext: MetaFile
+    recipients: tuple[Recipient, ...]
+    chunk_size: int = 65536
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    SCHEMES: ClassVar[tuple[str, ...]] = ("secretstream-xchacha20poly1305+sealedbox-x25519",)
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "encryption") -> Encryption:
+        r = _Reader(obj, where)
+        scheme = r.string("scheme", max_len=128)
+        if scheme not in cls.SCHEMES:
+            raise FormatError(f"{where}.scheme: unknown scheme {scheme!r}")
+        ciphertext = r.obj_("ciphertext", MetaFile.from_dict)
+        recipients = r.items("recipients", Recipient.from_dict, max_items=100_000)
+        if not recipients:
+            raise FormatError(f"{where}.recipients: empty")
+        chunk = r.integer("chunk_size", 65536, minimum=1024, maximum=16 * 1024 * 1024)
+        return cls(scheme, ciphertext, recipients, chunk, r.extra())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "scheme": self.scheme,
+            "ciphertext": self.ciphertext.to_dict(),
+            "recipients": [x.to_dict() for x in self.recipients],
+            "chunk_size": self.chunk_size,
+        }
+
+
+@frozen
+class Artifact:
+    """One file of a release, content-addressed by sha256 (``blobs/<sha256>``)."""
+
+    name: str
+    length: int
+    hashes: Mapping[str, str]
+    mode: int = 0o644
+    platform: str = "any"
+    arch: str = "any"
+    unpack: Unpack | None = None
+    locators: tuple[Mapping[str, str], ...] = ()
+    encryption: Encryption | None = None
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    @property
+    def sha256(self) -> str:
+        return self.hashes["sha256"]
+
+    @property
+    def blob(self) -> MetaFile:
+        """What is fetched: the ciphertext when encrypted, else the artifact itself."""
+        if self.encryption is not None:
+            return self.encryption.ciphertext
+        return MetaFile(self.length, self.hashes)
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "artifact") -> Artifact:
+        r = _Reader(obj, where)
+        name = check_safe_name(r.string("name", max_len=1024), f"{where}.name")
+        length = r.integer("length")
+        hashes = r.obj_("hashes", _hashes)
+        if "sha256" not in hashes:
+            raise FormatError(f"{where}.hashes: sha256 is required")
+        mode = _check_mode(r.integer("mode", 0o644, maximum=0o7777), f"{where}.mode")
+        platform = _channel_name(r.string("platform", "any", max_len=64), f"{where}.platform")
+        arch = _channel_name(r.string("arch", "any", max_len=64), f"{where}.arch")
+        unpack = r.obj_("unpack", Unpack.from_dict, None)
+        locators = r.items("locators", _locator, (), max_items=64)
+        encryption = r.obj_("encryption", Encryption.from_dict, None)
+        return cls(
+            name, length, hashes, mode, platform, arch, unpack, locators, encryption, r.extra()
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_unset(
+            {
+                **self.extra,
+                "name": self.name,
+                "length": self.length,
+                "hashes": dict(self.hashes),
+                "mode": self.mode,
+                "platform": self.platform,
+                "arch": self.arch,
+                "unpack": None if self.unpack is None else self.unpack.to_dict(),
+                "locators": [dict(x) for x in self.locators] if self.locators else None,
+                "encryption": None if self.encryption is None else self.encryption.to_dict(),
+            }
+        )
+
+
+def _locator(value: Any, where: str) -> dict[str, str]:
+    r = _Reader(value, where)
+    kind = _channel_name(r.string("kind", max_len=32), f"{where}.kind")
+    loc = r.string("value", max_len=4096)
+    if r.extra():
+        raise FormatError(f"{where}: unknown locator fields")
+    return {"kind": kind, "value": loc}
+
+
+@frozen
+class DeltaRecord:
+    """A patch from an earlier version's artifact (or archive member) to this one's."""
+
+    artifact: str
+    from_version: str
+    source: MetaFile
+    patch: MetaFile
+    output_length: int
+    codec: str
+    member: str | None = None
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "delta") -> DeltaRecord:
+        r = _Reader(obj, where)
+        artifact = check_safe_name(r.string("artifact", max_len=1024), f"{where}.artifact")
+        from_version = r.version("from_version")
+        source = r.obj_("source", MetaFile.from_dict)
+        patch = r.obj_("patch", MetaFile.from_dict)
+        output_length = r.integer("output_length")
+        codec = _channel_name(r.string("codec", max_len=64), f"{where}.codec")
+        member = r.string("member", None, max_len=4096)
+        if member is not None:
+            check_safe_path(member, f"{where}.member")
+        return cls(artifact, from_version, source, patch, output_length, codec, member, r.extra())
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_unset(
+            {
+                **self.extra,
+                "artifact": self.artifact,
+                "from_version": self.from_version,
+                "source": self.source.to_dict(),
+                "patch": self.patch.to_dict(),
+                "output_length": self.output_length,
+                "codec": self.codec,
+                "member": self.member,
+            }
+        )
+
+
+@frozen
+class Migration:
+    """An ordered schema migration of the node's SQLite database."""
+
+    id: str
+    from_schema: int
+    to_schema: int
+    sql: str
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "migration") -> Migration:
+        r = _Reader(obj, where)
+        mid = r.string("id", max_len=128)
+        from_schema = r.integer("from_schema")
+        to_schema = r.integer("to_schema")
+        if to_schema <= from_schema:
+            raise FormatError(f"{where}: to_schema must be above from_schema")
+        return cls(mid, from_schema, to_schema, r.string("sql", max_len=1024 * 1024), r.extra())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "id": self.id,
+            "from_schema": self.from_schema,
+            "to_schema": self.to_schema,
+            "sql": self.sql,
+        }
+
+
+@frozen
+class SchemaInfo:
+    from_version: int
+    to_version: int
+    backup_required: bool = True
+    estimated_seconds: int = 0
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "schema") -> SchemaInfo:
+        r = _Reader(obj, where)
+        return cls(
+            r.integer("from_version"),
+            r.integer("to_version"),
+            r.boolean("backup_required", True),
+            r.integer("estimated_seconds", 0),
+            r.extra(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "backup_required": self.backup_required,
+            "estimated_seconds": self.estimated_seconds,
+        }
+
+
+CONFIG_SCOPES = ("global", "regional", "node-type")
+
+
+@frozen
+class ConfigChange:
+    """A network-wide configuration change, scoped to all nodes, a region or a node type."""
+
+    key: str
+    value: Any
+    scope: str = "global"
+    selector: str | None = None  # region or node type for scoped changes
+    effective: _dt.datetime | None = None
+    rollback_window: int = 0  # seconds
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "config_change") -> ConfigChange:
+        r = _Reader(obj, where)
+        key = r.string("key", max_len=256)
+        if not re.fullmatch(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*", key):
+            raise FormatError(f"{where}.key: {key!r} is not a dotted name")
+        value = r.value("value")
+        scope = r.string("scope", "global", max_len=16)
+        if scope not in CONFIG_SCOPES:
+            raise FormatError(f"{where}.scope: {scope!r} not one of {CONFIG_SCOPES}")
+        selector = r.string("selector", None, max_len=128)
+        if (scope == "global") != (selector is None):
+            raise FormatError(f"{where}: a selector is required for scoped changes only")
+        effective = r.time("effective", None)
+        window = r.integer("rollback_window", 0, maximum=365 * 86_400)
+        return cls(key, value, scope, selector, effective, window, r.extra())
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_unset(
+            {
+                **self.extra,
+                "key": self.key,
+                "value": self.value,
+                "scope": self.scope,
+                "selector": self.selector,
+                "effective": None if self.effective is None else format_time(self.effective),
+                "rollback_window": self.rollback_window,
+            }
+        )
+
+    def applies_to(self, *, region: str | None, node_type: str | None) -> bool:
+        if self.scope == "global":
+            return True
+        if self.scope == "regional":
+            return region == self.selector
+        return node_type == self.selector
+
+
+@frozen
+class ProtocolInfo:
+    version: int
+    breaking: bool = False
+    migration_required: bool = False
+    consensus_threshold_bp: int = 9000
+    activation_height: int | None = None
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "protocol") -> ProtocolInfo:
+        r = _Reader(obj, where)
+        return cls(
+            r.integer("version"),
+            r.boolean("breaking", False),
+            r.boolean("migration_required", False),
+            r.integer("consensus_threshold_bp", 9000, maximum=10_000),
+            r.integer("activation_height", None),
+            r.extra(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_unset(
+            {
+                **self.extra,
+                "version": self.version,
+                "breaking": self.breaking,
+                "migration_required": self.migration_required,
+                "consensus_threshold_bp": self.consensus_threshold_bp,
+                "activation_height": self.activation_height,
+            }
+        )
+
+
+@frozen
+class Compatibility:
+    """Which installed versions may update to this one, and which protocols it speaks."""
+
+    min_from_version: str | None = None
+    protocol_versions: tuple[int, ...] = ()
+    deprecated: tuple[str, ...] = ()
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "compatibility") -> Compatibility:
+        r = _Reader(obj, where)
+        return cls(
+            r.version("min_from_version", None),
+            r.items("protocol_versions", _nonneg_int, (), max_items=64),
+            r.items("deprecated", _string, (), max_items=1024),
+            r.extra(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_unset(
+            {
+                **self.extra,
+                "min_from_version": self.min_from_version,
+                "protocol_versions": list(self.protocol_versions) or None,
+                "deprecated": list(self.deprecated) or None,
+            }
+        )
+
+
+def _nonneg_int(value: Any, where: str) -> int:
+    if type(value) is not int:
+        raise FormatError(f"{where}: expected an integer")
+    return value
+
+
+# -- documents --------------------------------------------------------------------------------
+
+
+@frozen
+class Root:
+    """Keys and thresholds of every role. Versions go up by exactly one."""
+
+    version: int
+    expires: _dt.datetime
+    keys: Mapping[str, PublicKey]
+    roles: Mapping[str, Role]
+    network_id: str = "blackhole"
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    TYPE: ClassVar[str] = "root"
+    REQUIRED_ROLES: ClassVar[tuple[str, ...]] = ("root", "release", "index")
+    KNOWN_ROLES: ClassVar[tuple[str, ...]] = ("root", "release", "index", "governance")
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "root") -> Root:
+        r = _Reader(obj, where)
+        r.const("_type", cls.TYPE)
+        r.const("spec_version", SPEC_VERSION)
+        version = r.integer("version", minimum=1)
+        expires = r.time("expires")
+        keys = r.mapping("keys", _public_key, max_items=1024)
+        for kid, key in keys.items():
+            if key.keyid != kid:
+                raise FormatError(f"{where}.keys: key id {kid[:16]}... is not sha256 of its key")
+        roles = r.mapping("roles", Role.from_dict, max_items=16)
+        for name in cls.REQUIRED_ROLES:
+            if name not in roles:
+                raise FormatError(f"{where}.roles: the {name!r} role is required")
+        for name, role in roles.items():
+            if name not in cls.KNOWN_ROLES:
+                raise FormatError(f"{where}.roles: unknown role {name!r}")
+            for kid in role.keyids:
+                if kid not in keys:
+                    raise FormatError(f"{where}.roles.{name}: key {kid[:16]}... not in keys")
+        network_id = _channel_name(
+            r.string("network_id", "blackhole", max_len=64), f"{where}.network_id"
+        )
+        return cls(version, expires, keys, roles, network_id, r.extra())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "_type": self.TYPE,
+            "spec_version": SPEC_VERSION,
+            "version": self.version,
+            "expires": format_time(self.expires),
+            "keys": {k: v.to_dict() for k, v in self.keys.items()},
+            "roles": {k: v.to_dict() for k, v in self.roles.items()},
+            "network_id": self.network_id,
+        }
+
+    def role_keys(self, role: str) -> tuple[Role, dict[str, PublicKey]]:
+        if role not in self.roles:
+            raise FormatError(f"root version {self.version} has no {role!r} role")
+        spec = self.roles[role]
+        return spec, {k: self.keys[k] for k in spec.keyids}
+
+    def verify_role(self, envelope: Envelope, role: str) -> frozenset[str]:
+        """Verify ``envelope`` meets ``role``'s threshold under this root."""
+        spec, keys = self.role_keys(role)
+        return verify_threshold(
+            envelope.signed_bytes,
+            envelope.signatures,
+            keys,
+            spec.keyids,
+            spec.threshold,
+            what=f"{envelope.type} (role {role}, root v{self.version})",
+        )
+
+
+@frozen
+class IndexChannel:
+    releases: Mapping[str, MetaFile]
+    withdrawn: Mapping[str, str] = field(factory=dict)  # version -> reason
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "channel") -> IndexChannel:
+        r = _Reader(obj, where)
+        releases = r.mapping("releases", MetaFile.from_dict)
+        for version in releases:
+            parse_version(version, f"{where}.releases")
+        withdrawn = r.mapping("withdrawn", _withdrawal, {})
+        for version in withdrawn:
+            parse_version(version, f"{where}.withdrawn")
+            if version in releases:
+                raise FormatError(f"{where}: {version} is both listed and withdrawn")
+        return cls(releases, withdrawn, r.extra())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "releases": {k: v.to_dict() for k, v in self.releases.items()},
+            "withdrawn": {k: {"reason": v} for k, v in self.withdrawn.items()},
+        }
+
+
+def _withdrawal(value: Any, where: str) -> str:
+    r = _Reader(value, where)
+    reason: str = r.string("reason", "", max_len=1024)
+    return reason
+
+
+@frozen
+class Index:
+    """The online-signed catalogue of releases per channel. Short expiry; version increases."""
+
+    version: int
+    expires: _dt.datetime
+    channels: Mapping[str, IndexChannel]
+    rollouts: Mapping[str, MetaFile] = field(factory=dict)  # release version -> rollout plan doc
+    halts: Mapping[str, MetaFile] = field(factory=dict)  # release version -> halt doc
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    TYPE: ClassVar[str] = "index"
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "index") -> Index:
+        r = _Reader(obj, where)
+        r.const("_type", cls.TYPE)
+        r.const("spec_version", SPEC_VERSION)
+        version = r.integer("version", minimum=1)
+        expires = r.time("expires")
+        channels = r.mapping("channels", IndexChannel.from_dict, max_items=64)
+        for name in channels:
+            _channel_name(name, f"{where}.channels")
+        seen: dict[str, str] = {}
+        for name, channel in channels.items():
+            for v in (*channel.releases, *channel.withdrawn):
+                if v in seen:
+                    raise FormatError(f"{where}: {v} appears in channels {seen[v]} and {name}")
+                seen[v] = name
+        rollouts = r.mapping("rollouts", MetaFile.from_dict, {})
+        halts = r.mapping("halts", MetaFile.from_dict, {})
+        for v in (*rollouts, *halts):
+            parse_version(v, f"{where}.rollouts/halts")
+        return cls(version, expires, channels, rollouts, halts, r.extra())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "_type": self.TYPE,
+            "spec_version": SPEC_VERSION,
+            "version": self.version,
+            "expires": format_time(self.expires),
+            "channels": {k: v.to_dict() for k, v in self.channels.items()},
+            "rollouts": {k: v.to_dict() for k, v in self.rollouts.items()},
+            "halts": {k: v.to_dict() for k, v in self.halts.items()},
+        }
+
+    def releases(self, channel: str) -> Mapping[str, MetaFile]:
+        ch = self.channels.get(channel)
+        return {} if ch is None else ch.releases
+
+    def all_releases(self) -> dict[str, MetaFile]:
+        out: dict[str, MetaFile] = {}
+        for ch in self.channels.values():
+            out.update(ch.releases)
+        return out
+
+    def all_withdrawn(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for ch in self.channels.values():
+            out.update(ch.withdrawn)
+        return out
+
+
+@frozen
+class ReleaseManifest:
+    """A release: what to install and how. Signed offline by k-of-n release keys; immutable."""
+
+    version: str
+    type: str
+    channel: str
+    artifacts: tuple[Artifact, ...]
+    released: _dt.datetime
+    critical: bool = False
+    priority: int = 0
+    deltas: tuple[DeltaRecord, ...] = ()
+    migrations: tuple[Migration, ...] = ()
+    schema: SchemaInfo | None = None
+    config_changes: tuple[ConfigChange, ...] = ()
+    protocol: ProtocolInfo | None = None
+    compatibility: Compatibility | None = None
+    self_test: Command | None = None
+    health: Command | None = None
+    notes: str = ""
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    TYPE: ClassVar[str] = "release"
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "release") -> ReleaseManifest:
+        r = _Reader(obj, where)
+        r.const("_type", cls.TYPE)
+        r.const("spec_version", SPEC_VERSION)
+        version = r.version("version")
+        utype = r.string("type", max_len=32)
+        if utype not in UPDATE_TYPES:
+            raise FormatError(f"{where}.type: {utype!r} not one of {UPDATE_TYPES}")
+        channel = _channel_name(r.string("channel", max_len=64), f"{where}.channel")
+        artifacts = r.items("artifacts", Artifact.from_dict, max_items=4096)
+        keys = [(a.name, a.platform, a.arch) for a in artifacts]
+        if len(set(keys)) != len(keys):
+            raise FormatError(f"{where}.artifacts: the same name/platform/arch twice")
+        released = r.time("released")
+        critical = r.boolean("critical", False)
+        priority = r.integer("priority", 0, maximum=1000)
+        deltas = r.items("deltas", DeltaRecord.from_dict, (), max_items=100_000)
+        names = {a.name for a in artifacts}
+        for d in deltas:
+            if d.artifact not in names:
+                raise FormatError(f"{where}.deltas: no artifact named {d.artifact!r}")
+        migrations = r.items("migrations", Migration.from_dict, (), max_items=10_000)
+        schema = r.obj_("schema", SchemaInfo.from_dict, None)
+        config_changes = r.items("config_changes", ConfigChange.from_dict, (), max_items=10_000)
+        protocol = r.obj_("protocol", ProtocolInfo.from_dict, None)
+        compatibility = r.obj_("compatibility", Compatibility.from_dict, None)
+        self_test = r.obj_("self_test", Command.from_dict, None)
+        health = r.obj_("health", Command.from_dict, None)
+        notes = r.string("notes", "", max_len=65_536)
+        return cls(
+            version,
+            utype,
+            channel,
+            artifacts,
+            released,
+            critical,
+            priority,
+            deltas,
+            migrations,
+            schema,
+            config_changes,
+            protocol,
+            compatibility,
+            self_test,
+            health,
+            notes,
+            r.extra(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        def opt(x: Any) -> Any:
+            return None if x is None else x.to_dict()
+
+        return _drop_unset(
+            {
+                **self.extra,
+                "_type": self.TYPE,
+                "spec_version": SPEC_VERSION,
+                "version": self.version,
+                "type": self.type,
+                "channel": self.channel,
+                "artifacts": [a.to_dict() for a in self.artifacts],
+                "released": format_time(self.released),
+                "critical": self.critical,
+                "priority": self.priority,
+                "deltas": [d.to_dict() for d in self.deltas] if self.deltas else None,
+                "migrations": [m.to_dict() for m in self.migrations] if self.migrations else None,
+                "schema": opt(self.schema),
+                "config_changes": [c.to_dict() for c in self.config_changes] or None,
+                "protocol": opt(self.protocol),
+                "compatibility": opt(self.compatibility),
+                "self_test": opt(self.self_test),
+                "health": opt(self.health),
+                "notes": self.notes or None,
+            }
+        )
+
+    def artifact(self, name: str) -> Artifact:
+        for a in self.artifacts:
+            if a.name == name:
+                return a
+        raise KeyError(name)
+
+    def artifacts_for(self, platform: str, arch: str) -> tuple[Artifact, ...]:
+        """The artifacts a node of this platform/arch installs (``any`` matches all)."""
+        return tuple(
+            a for a in self.artifacts if a.platform in ("any", platform) and a.arch in ("any", arch)
+        )
+
+
+# -- governance and node documents (data shapes; used by consensus and rollout) -----------------
+
+
+@frozen
+class RolloutPhase:
+    name: str
+    percentage_bp: int
+    duration: int  # seconds
+    success_threshold_bp: int = 9500
+    selector: Mapping[str, str] = field(factory=dict)  # e.g. {"region": "eu"}
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "phase") -> RolloutPhase:
+        r = _Reader(obj, where)
+        return cls(
+            r.string("name", max_len=64),
+            r.integer("percentage_bp", maximum=10_000),
+            r.integer("duration", maximum=365 * 86_400),
+            r.integer("success_threshold_bp", 9500, maximum=10_000),
+            r.mapping("selector", _string, {}, max_items=16),
+            r.extra(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "name": self.name,
+            "percentage_bp": self.percentage_bp,
+            "duration": self.duration,
+            "success_threshold_bp": self.success_threshold_bp,
+            "selector": dict(self.selector),
+        }
+
+
+@frozen
+class RolloutPlan:
+    release: str
+    version: int
+    expires: _dt.datetime
+    start: _dt.datetime
+    phases: tuple[RolloutPhase, ...]
+    salt: str = ""
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    TYPE: ClassVar[str] = "rollout"
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "rollout") -> RolloutPlan:
+        r = _Reader(obj, where)
+        r.const("_type", cls.TYPE)
+        r.const("spec_version", SPEC_VERSION)
+        release = r.version("release")
+        version = r.integer("version", minimum=1)
+        expires = r.time("expires")
+        start = r.time("start")
+        phases = r.items("phases", RolloutPhase.from_dict, max_items=64)
+        last = 0
+        for p in phases:
+            if p.percentage_bp < last:
+                raise FormatError(f"{where}.phases: percentages must not decrease")
+            last = p.percentage_bp
+        return cls(
+            release, version, expires, start, phases, r.string("salt", "", max_len=128), r.extra()
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "_type": self.TYPE,
+            "spec_version": SPEC_VERSION,
+            "release": self.release,
+            "version": self.version,
+            "expires": format_time(self.expires),
+            "start": format_time(self.start),
+            "phases": [p.to_dict() for p in self.phases],
+            "salt": self.salt,
+        }
+
+
+@frozen
+class HaltDoc:
+    release: str
+    reason: str
+    version: int
+    expires: _dt.datetime
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    TYPE: ClassVar[str] = "halt"
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "halt") -> HaltDoc:
+        r = _Reader(obj, where)
+        r.const("_type", cls.TYPE)
+        r.const("spec_version", SPEC_VERSION)
+        return cls(
+            r.version("release"),
+            r.string("reason", max_len=1024),
+            r.integer("version", minimum=1),
+            r.time("expires"),
+            r.extra(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "_type": self.TYPE,
+            "spec_version": SPEC_VERSION,
+            "release": self.release,
+            "reason": self.reason,
+            "version": self.version,
+            "expires": format_time(self.expires),
+        }
+
+
+@frozen
+class Proposal:
+    """A protocol activation proposal (BIP9-style signalling)."""
+
+    id: str
+    release: str
+    protocol_version: int
+    threshold_bp: int
+    start: _dt.datetime
+    timeout: _dt.datetime
+    expires: _dt.datetime
+    activation_delay: int = 0  # seconds after lock-in
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    TYPE: ClassVar[str] = "proposal"
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "proposal") -> Proposal:
+        r = _Reader(obj, where)
+        r.const("_type", cls.TYPE)
+        r.const("spec_version", SPEC_VERSION)
+        return cls(
+            r.string("id", max_len=128),
+            r.version("release"),
+            r.integer("protocol_version"),
+            r.integer("threshold_bp", maximum=10_000),
+            r.time("start"),
+            r.time("timeout"),
+            r.time("expires"),
+            r.integer("activation_delay", 0),
+            r.extra(),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "_type": self.TYPE,
+            "spec_version": SPEC_VERSION,
+            "id": self.id,
+            "release": self.release,
+            "protocol_version": self.protocol_version,
+            "threshold_bp": self.threshold_bp,
+            "start": format_time(self.start),
+            "timeout": format_time(self.timeout),
+            "expires": format_time(self.expires),
+            "activation_delay": self.activation_delay,
+        }
+
+
+@frozen
+class _NodeDoc:
+    node_id: str  # hex ed25519 public key of the node
+    network_id: str
+    seq: int
+    expires: _dt.datetime
+
+
+def _node_fields(r: _Reader) -> tuple[str, str, int, _dt.datetime]:
+    node_id = PublicKey.from_hex(r.string("node_id", max_len=64)).hex
+    return (
+        node_id,
+        _channel_name(r.string("network_id", max_len=64), "network_id"),
+        r.integer("seq"),
+        r.time("expires"),
+    )
+
+
+@frozen
+class Vote:
+    node_id: str
+    network_id: str
+    seq: int
+    expires: _dt.datetime
+    proposal: str
+    release_digest: str  # sha256 of the release manifest voted for
+    support: bool
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    TYPE: ClassVar[str] = "vote"
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "vote") -> Vote:
+        r = _Reader(obj, where)
+        r.const("_type", cls.TYPE)
+        node_id, network_id, seq, expires = _node_fields(r)
+        proposal = r.string("proposal", max_len=128)
+        digest = _keyid(r.string("release_digest", max_len=64), f"{where}.release_digest")
+        return cls(
+            node_id, network_id, seq, expires, proposal, digest, r.boolean("support"), r.extra()
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "_type": self.TYPE,
+            "node_id": self.node_id,
+            "network_id": self.network_id,
+            "seq": self.seq,
+            "expires": format_time(self.expires),
+            "proposal": self.proposal,
+            "release_digest": self.release_digest,
+            "support": self.support,
+        }
+
+
+@frozen
+class HealthReport:
+    node_id: str
+    network_id: str
+    seq: int
+    expires: _dt.datetime
+    release: str
+    release_digest: str
+    healthy: bool
+    detail: Mapping[str, Any] = field(factory=dict)
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    TYPE: ClassVar[str] = "health"
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "health") -> HealthReport:
+        r = _Reader(obj, where)
+        r.const("_type", cls.TYPE)
+        node_id, network_id, seq, expires = _node_fields(r)
+        release = r.version("release")
+        digest = _keyid(r.string("release_digest", max_len=64), f"{where}.release_digest")
+        healthy = r.boolean("healthy")
+        detail = r.obj_("detail", lambda v, w: _Reader(v, w).extra(), {})
+        return cls(node_id, network_id, seq, expires, release, digest, healthy, detail, r.extra())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "_type": self.TYPE,
+            "node_id": self.node_id,
+            "network_id": self.network_id,
+            "seq": self.seq,
+            "expires": format_time(self.expires),
+            "release": self.release,
+            "release_digest": self.release_digest,
+            "healthy": self.healthy,
+            "detail": dict(self.detail),
+        }
+
+
+@frozen
+class NodeStatusDoc:
+    node_id: str
+    network_id: str
+    seq: int
+    expires: _dt.datetime
+    current_version: str | None
+    state: str
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    TYPE: ClassVar[str] = "status"
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "status") -> NodeStatusDoc:
+        r = _Reader(obj, where)
+        r.const("_type", cls.TYPE)
+        node_id, network_id, seq, expires = _node_fields(r)
+        current = r.version("current_version", None)
+        return cls(
+            node_id, network_id, seq, expires, current, r.string("state", max_len=64), r.extra()
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return _drop_unset(
+            {
+                **self.extra,
+                "_type": self.TYPE,
+                "node_id": self.node_id,
+                "network_id": self.network_id,
+                "seq": self.seq,
+                "expires": format_time(self.expires),
+                "current_version": self.current_version,
+                "state": self.state,
+            }
+        )
+
+
+DOCUMENT_TYPES: Mapping[str, Any] = {
+    cls.TYPE: cls
+    for cls in (
+        Root,
+        Index,
+        ReleaseManifest,
+        RolloutPlan,
+        HaltDoc,
+        Proposal,
+        Vote,
+        HealthReport,
+        NodeStatusDoc,
+    )
+}
+
+D = TypeVar("D")
+
+
+# -- the signed envelope ------------------------------------------------------------------------
+
+
+@frozen
+class Envelope:
+    """A parsed signed document: the raw ``signed`` object, its canonical bytes, signatures.
+
+    Signatures are verified over :attr:`signed_bytes`, the canonical re-encoding of the strictly
+    parsed ``signed`` object, so unknown fields are covered too.
+    """
+
+    signed: Mapping[str, Any]
+    signatures: tuple[Signature, ...]
+    signed_bytes: bytes = field(repr=False)
+    raw: bytes = field(repr=False)
+
+    MAX_SIGNATURES: ClassVar[int] = 256
+
+    @property
+    def type(self) -> str:
+        value = self.signed.get("_type")
+        return value if isinstance(value, str) else "?"
+
+    @classmethod
+    def from_bytes(cls, data: bytes, *, expected_type: str | None = None) -> Envelope:
+        cap = MAX_SIZES.get(expected_type or "", max(MAX_SIZES.values()))
+        obj = strict_loads(data, max_size=cap)
+        r = _Reader(obj, "document")
+        signed = r.obj_("signed", lambda v, w: _Reader(v, w).extra())
+        sigs = r.items("signatures", _signature, max_items=cls.MAX_SIGNATURES)
+        if r.extra():
+            raise FormatError(f"document: unknown top-level fields {sorted(r.extra())}")
+        if expected_type is not None and signed.get("_type") != expected_type:
+            raise FormatError(f"expected a {expected_type} document, got {signed.get('_type')!r}")
+        return cls(signed, sigs, canonical_bytes(signed), bytes(data))
+
+    def parse(self, model: Callable[[Any], D]) -> D:
+        return model(self.signed)
+
+    @classmethod
+    def sign(cls, signed: Mapping[str, Any], keys: Sequence[PrivateKey]) -> Envelope:
+        body = canonical_bytes(signed)
+        sigs = tuple(k.sign(body) for k in keys)
+        return cls.of(signed, sigs)
+
+    @classmethod
+    def of(cls, signed: Mapping[str, Any], signatures: Sequence[Signature]) -> Envelope:
+        body = canonical_bytes(signed)
+        raw = canonical_bytes({"signed": signed, "signatures": [s.to_dict() for s in signatures]})
+        return cls(dict(signed), tuple(signatures), body, raw)
+
+    def add_signature(self, key: PrivateKey) -> Envelope:
+        """A copy with ``key``'s signature added (a no-op if that key already signed)."""
+        if any(s.keyid == key.keyid for s in self.signatures):
+            return self
+        return Envelope.of(self.signed, (*self.signatures, key.sign(self.signed_bytes)))
+
+    def keyids(self) -> set[str]:
+        return {s.keyid for s in self.signatures}
+
+
+def _signature(value: Any, where: str) -> Signature:
+    r = _Reader(value, where)
+    kid = _keyid(r.string("keyid", max_len=64), f"{where}.keyid")
+    sig = r.string("sig", max_len=128)
+    if not re.fullmatch(r"[0-9a-f]{128}", sig):
+        raise FormatError(f"{where}.sig: expected 128 lowercase hex digits")
+    if r.extra():
+        raise FormatError(f"{where}: unknown signature fields")
+    return Signature(kid, sig)
+
+
+def public_key_to_keyid(key: PublicKey) -> str:
+    return key_id(key.raw)
+
+
+def replace(obj: D, **changes: Any) -> D:
+    """``attrs.evolve`` re-exported for building new documents from old ones."""
+    return evolve(obj, **changes)  # type: ignore[misc]
