@@ -1,0 +1,307 @@
+"""Conformance checks every transport plugin runs: ``await check_transport(make)``.
+
+``make`` is a zero-argument callable returning an async context manager that yields a
+:class:`TransportUnderTest`: the transport, a way to place content where it can fetch it,
+and a locator it cannot resolve. Each check enters a fresh one, so a harness that needs a
+server (HTTP serving a directory, a Kubo node, a seeding swarm) starts and stops it there::
+
+    @contextlib.asynccontextmanager
+    async def make():
+        async with serve_repository(tmp_path) as server, HttpTransport() as transport:
+            async def put(data: bytes) -> Locator:
+                sha = hashlib.sha256(data).hexdigest()
+                (tmp_path / "blobs" / sha).write_bytes(data)
+                return Locator.url(f"{server.url}/blobs/{sha}")
+            yield TransportUnderTest(transport, put, lambda: Locator.url(f"{server.url}/blobs/{'0' * 64}"))
+
+    await check_transport(make)
+
+A failed check raises ``AssertionError`` naming the check and what went wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import io
+import os
+import tempfile
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from pathlib import Path
+
+import anyio
+from attrs import define
+
+from ..errors import (
+    BlobNotFoundError,
+    LengthExceededError,
+    LengthOrHashMismatchError,
+)
+from ..transport import CAP_PUBLISH, CAP_RANGE, Locator, Transport, VerifyingSink
+
+__all__ = ["CHECKS", "RecordingSink", "TransportUnderTest", "check_transport"]
+
+#: Size of the ordinary test blob: not a multiple of any usual chunk size.
+BLOB_SIZE = 300_007
+#: Size of the blob fetched when checking cancellation: several chunks for any transport.
+CANCEL_BLOB_SIZE = 8 * 1024 * 1024
+#: Writes a transport may still make after its scope was cancelled (a chunk in flight).
+CANCEL_SLACK_WRITES = 2
+#: Each check must finish within this many seconds.
+CHECK_TIMEOUT = 60.0
+
+
+@define
+class TransportUnderTest:
+    """What a harness hands to :func:`check_transport`.
+
+    ``put(data)`` places ``data`` where ``transport`` can fetch it and returns its locator
+    (sync or async). ``missing()`` returns a locator of the same kind that names nothing.
+    """
+
+    transport: Transport
+    put: Callable[[bytes], Locator | Awaitable[Locator]]
+    missing: Callable[[], Locator]
+
+    async def place(self, data: bytes) -> Locator:
+        result = self.put(data)
+        if inspect.isawaitable(result):
+            return await result
+        return result
+
+
+class RecordingSink:
+    """A sink that keeps every byte and enforces nothing (so the transport must).
+
+    ``initial`` bytes are taken as already received, as when resuming.
+    """
+
+    def __init__(self, initial: bytes = b"") -> None:
+        self.data = bytearray(initial)
+        self.writes = 0
+
+    @property
+    def received(self) -> int:
+        return len(self.data)
+
+    async def write(self, data: bytes) -> None:
+        self.data += data
+        self.writes += 1
+
+
+class _CancellingSink(RecordingSink):
+    def __init__(self, scope: anyio.CancelScope, after: int) -> None:
+        super().__init__()
+        self._scope = scope
+        self._after = after
+        self.writes_after_cancel = 0
+
+    async def write(self, data: bytes) -> None:
+        if self._scope.cancel_called:
+            self.writes_after_cancel += 1
+        await super().write(data)
+        if self.received >= self._after:
+            self._scope.cancel()
+
+
+Make = Callable[[], AbstractAsyncContextManager[TransportUnderTest]]
+
+
+def _content(size: int, seed: int) -> bytes:
+    block = hashlib.sha256(seed.to_bytes(8, "big")).digest()
+    out = bytearray()
+    counter = 0
+    while len(out) < size:
+        out += hashlib.sha256(block + counter.to_bytes(8, "big")).digest()
+        counter += 1
+    return bytes(out[:size])
+
+
+def _fail(check: str, message: str) -> AssertionError:
+    return AssertionError(f"transport conformance [{check}]: {message}")
+
+
+async def _check_fetch(tut: TransportUnderTest) -> None:
+    for size in (BLOB_SIZE, 0, 1):
+        content = _content(size, size)
+        locator = await tut.place(content)
+        buffer = io.BytesIO()
+        sink = VerifyingSink(
+            buffer,
+            max_length=size,
+            expected_length=size,
+            expected_sha256=hashlib.sha256(content).hexdigest(),
+            source=str(locator),
+        )
+        await tut.transport.fetch(locator, sink, max_length=size)
+        if buffer.getvalue() != content:
+            raise _fail(
+                "fetch", f"{size}-byte blob: got {len(buffer.getvalue())} bytes, not the content"
+            )
+        try:
+            sink.verify()
+        except LengthOrHashMismatchError as e:
+            raise _fail("fetch", f"sink does not verify: {e}") from e
+
+
+async def _check_length_cap(tut: TransportUnderTest) -> None:
+    cap = BLOB_SIZE - 1
+    content = _content(BLOB_SIZE, 2)
+    locator = await tut.place(content)
+    sink = RecordingSink()
+    try:
+        await tut.transport.fetch(locator, sink, max_length=cap)
+    except LengthExceededError:
+        pass
+    else:
+        raise _fail("length_cap", f"fetched {sink.received} bytes with a {cap}-byte cap, no error")
+    if sink.received > cap:
+        raise _fail("length_cap", f"the sink received {sink.received} bytes past the {cap} cap")
+    exact = RecordingSink()
+    await tut.transport.fetch(locator, exact, max_length=BLOB_SIZE)
+    if bytes(exact.data) != content:
+        raise _fail("length_cap", "a blob exactly at the cap was not delivered whole")
+
+
+async def _check_missing(tut: TransportUnderTest) -> None:
+    sink = RecordingSink()
+    try:
+        await tut.transport.fetch(tut.missing(), sink, max_length=BLOB_SIZE)
+    except BlobNotFoundError:
+        pass
+    else:
+        raise _fail("missing", "fetching a missing blob did not raise BlobNotFoundError")
+    if sink.received:
+        raise _fail("missing", f"the sink received {sink.received} bytes for a missing blob")
+
+
+async def _check_range(tut: TransportUnderTest) -> None:
+    if CAP_RANGE not in tut.transport.capabilities:
+        return
+    content = _content(BLOB_SIZE, 3)
+    locator = await tut.place(content)
+    for start in (1, BLOB_SIZE // 2, BLOB_SIZE - 1, BLOB_SIZE):
+        sink = RecordingSink(content[:start])
+        await tut.transport.fetch(locator, sink, max_length=BLOB_SIZE, start=start)
+        if bytes(sink.data) != content:
+            raise _fail(
+                "range",
+                f"fetch(start={start}) delivered {sink.received - start} bytes that do not "
+                "continue the prefix",
+            )
+
+
+async def _check_publish(tut: TransportUnderTest) -> None:
+    if CAP_PUBLISH not in tut.transport.capabilities:
+        return
+    content = _content(BLOB_SIZE, 4)
+    sha = hashlib.sha256(content).hexdigest()
+    workdir = await anyio.to_thread.run_sync(tempfile.mkdtemp)
+    try:
+        path = Path(workdir) / "artifact"
+        await anyio.Path(path).write_bytes(content)
+        locators = await tut.transport.publish(path, sha256=sha)
+        if not locators:
+            raise _fail("publish", "publish returned no locator")
+        sink = RecordingSink()
+        await tut.transport.fetch(locators[0], sink, max_length=BLOB_SIZE)
+        if bytes(sink.data) != content:
+            raise _fail("publish", f"fetching {locators[0]} did not return the published bytes")
+        try:
+            await tut.transport.publish(path, sha256="0" * 64)
+        except LengthOrHashMismatchError:
+            pass
+        else:
+            raise _fail("publish", "publishing a file under the wrong sha256 was accepted")
+    finally:
+        await anyio.to_thread.run_sync(_rmtree, workdir)
+
+
+def _rmtree(path: str) -> None:
+    for dirpath, dirnames, filenames in os.walk(path, topdown=False):
+        for name in filenames:
+            os.unlink(os.path.join(dirpath, name))
+        for name in dirnames:
+            os.rmdir(os.path.join(dirpath, name))
+    os.rmdir(path)
+
+
+async def _check_cancellation(tut: TransportUnderTest) -> None:
+    content = _content(CANCEL_BLOB_SIZE, 5)
+    locator = await tut.place(content)
+    completed = False
+    with anyio.CancelScope() as scope:
+        sink = _CancellingSink(scope, after=1)
+        try:
+            await tut.transport.fetch(locator, sink, max_length=CANCEL_BLOB_SIZE)
+        except Exception as e:
+            raise _fail(
+                "cancellation", f"cancelling the fetch raised {type(e).__name__}: {e}"
+            ) from e
+        completed = True
+    if completed:
+        raise _fail(
+            "cancellation",
+            "fetch returned normally after its scope was cancelled (it swallowed the "
+            "cancellation or never checkpointed while streaming)",
+        )
+    if not scope.cancelled_caught:
+        raise _fail("cancellation", "the cancellation did not propagate out of fetch")
+    if sink.writes_after_cancel > CANCEL_SLACK_WRITES:
+        raise _fail(
+            "cancellation",
+            f"{sink.writes_after_cancel} writes happened after cancellation; "
+            "checkpoint between chunks",
+        )
+    if sink.received >= CANCEL_BLOB_SIZE:
+        raise _fail("cancellation", "the whole blob was delivered despite the cancellation")
+
+
+async def _check_close(tut: TransportUnderTest) -> None:
+    transport = tut.transport
+    entered = await transport.__aenter__()
+    if entered is not transport:
+        raise _fail("close", "__aenter__ must return the transport itself")
+    await transport.__aexit__(None, None, None)
+    await transport.aclose()  # a second close is a no-op
+    await transport.aclose()
+
+
+#: The checks, in the order they run. ``close`` runs last: it closes the transport.
+CHECKS: dict[str, Callable[[TransportUnderTest], Awaitable[None]]] = {
+    "fetch": _check_fetch,
+    "length_cap": _check_length_cap,
+    "missing": _check_missing,
+    "range": _check_range,
+    "publish": _check_publish,
+    "cancellation": _check_cancellation,
+    "close": _check_close,
+}
+
+
+async def check_transport(make: Make, *, checks: Iterable[str] | None = None) -> list[str]:
+    """Run the conformance checks against the transports ``make`` yields.
+
+    Each check enters ``make()`` afresh. Checks for optional capabilities (``range``,
+    ``publish``) are skipped when the transport does not declare them. Returns the names of
+    the checks that ran; raises ``AssertionError`` on the first failure. ``checks`` selects a
+    subset by name (see :data:`CHECKS`).
+    """
+    selected = list(CHECKS) if checks is None else list(checks)
+    unknown = [name for name in selected if name not in CHECKS]
+    if unknown:
+        raise ValueError(f"unknown checks: {unknown}; known: {list(CHECKS)}")
+    ran: list[str] = []
+    for name in selected:
+        with anyio.fail_after(CHECK_TIMEOUT):
+            async with make() as tut:
+                if not isinstance(tut, TransportUnderTest):
+                    raise TypeError("make() must yield a TransportUnderTest")
+                if name in ("range", "publish"):
+                    capability = CAP_RANGE if name == "range" else CAP_PUBLISH
+                    if capability not in tut.transport.capabilities:
+                        continue
+                await CHECKS[name](tut)
+                ran.append(name)
+    return ran
