@@ -34,6 +34,8 @@ the built-in ``ValueError`` / ``TypeError`` / ``RuntimeError``.
     │   ├── SandboxError                the self-test in the sandbox failed (nothing switched)
     │   ├── MigrationError              a schema or configuration migration failed
     │   └── NoSuchVersionError          asked for a version that is not installed / published
+    ├── ConflictError                   the operation conflicts with existing state (exit 1):
+    │                                   a release that exists, published twice, an existing node
     ├── PluginError
     │   ├── PluginLoadError             an entry point failed to import or register
     │   └── MissingPluginError          nothing handles this transport / scheme / codec
@@ -46,6 +48,7 @@ __all__ = [
     "BlackholeSyncError",
     "BlobNotFoundError",
     "ConfigurationError",
+    "ConflictError",
     "DecryptionError",
     "DownloadError",
     "ExpiredError",
@@ -195,6 +198,10 @@ class MigrationError(InstallError):
 
 class NoSuchVersionError(InstallError):
     """The requested version is not installed, retained or published."""
+
+
+class ConflictError(BlackholeSyncError):
+    """The operation conflicts with existing state: the thing exists already, or was done."""
 
 
 # -- plugins and configuration --------------------------------------------------------------
