@@ -1,0 +1,341 @@
+"""The HTTP client transport: streaming, resumable, rate-limited, stall-aware fetches.
+
+Every byte goes into the caller's sink; nothing here decides whether bytes are good (the
+core's :class:`~blackhole_sync.transport.VerifyingSink` does). ``Content-Length`` is used only
+to refuse early; the cap is enforced on the bytes actually read, and never more than one byte
+past it is read from the socket. Every aiohttp or OS error leaves as a
+:class:`~blackhole_sync.errors.DownloadError` subclass (``raise ... from e``); cancellation is
+never caught.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import ssl
+from typing import Any, ClassVar
+
+import aiohttp
+import anyio
+import anyio.lowlevel
+from attrs import define, evolve, fields
+
+from blackhole_sync.errors import (
+    BlobNotFoundError,
+    DownloadError,
+    LengthExceededError,
+    SourceUnavailableError,
+)
+from blackhole_sync.transport import (
+    CAP_FETCH,
+    CAP_RANGE,
+    BaseTransport,
+    Locator,
+    Sink,
+    TransportSpec,
+)
+
+from .limits import ClientLimits
+from .ratelimit import Clock, Sleep, StallDetector, TokenBucket
+
+__all__ = ["HTTP_TRANSPORT_SPEC", "HttpTransport", "TransferStats"]
+
+_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_UNSATISFIED_RANGE = re.compile(r"bytes \*/(\d+)")
+_RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_MAX_REDIRECTS = 5
+
+
+@define
+class TransferStats:
+    """What a transport moved: body bytes read off the network, requests, retries."""
+
+    bytes_received: int = 0
+    requests: int = 0
+    retries: int = 0
+
+
+class _BufferSink:
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.data = bytearray()
+
+    @property
+    def received(self) -> int:
+        return self.start + len(self.data)
+
+    async def write(self, data: bytes) -> None:
+        self.data += data
+
+
+class HttpTransport(BaseTransport):
+    """Fetch ``http://`` and ``https://`` URLs.
+
+    Options (unknown ones are ignored):
+
+    ``limits``
+        A :class:`~blackhole_sync_http.limits.ClientLimits`; any of its field names may also be
+        given directly (``rate_limit=50_000_000``, ``retries=0``) and overrides it.
+    ``ca_file``
+        A PEM bundle of CAs to trust instead of the system store. ``cert_file`` / ``key_file``:
+        a client certificate.
+    ``headers``
+        Extra request headers (a mapping), e.g. an ``Authorization`` for a private mirror.
+    ``clock``, ``sleep``, ``rng``
+        Injectable time source, sleep and ``random.Random`` (tests, benchmarks).
+    """
+
+    name: ClassVar[str] = "http"
+    capabilities: ClassVar[frozenset[str]] = frozenset({CAP_FETCH, CAP_RANGE})
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        limits = options.get("limits") or ClientLimits()
+        overrides = {f.name: options[f.name] for f in fields(ClientLimits) if f.name in options}
+        self.limits: ClientLimits = evolve(limits, **overrides) if overrides else limits
+        self._clock: Clock | None = options.get("clock")
+        self._sleep: Sleep = options.get("sleep") or anyio.sleep
+        self._rng: random.Random = options.get("rng") or random.Random()  # noqa: S311 - jitter
+        self._headers: dict[str, str] = dict(options.get("headers") or {})
+        self._ssl: ssl.SSLContext | None = None
+        ca_file = options.get("ca_file")
+        cert_file = options.get("cert_file")
+        if ca_file is not None or cert_file is not None:
+            self._ssl = ssl.create_default_context(cafile=ca_file)
+            if cert_file is not None:
+                self._ssl.load_cert_chain(cert_file, options.get("key_file"))
+        self.bucket: TokenBucket | None = None
+        if self.limits.rate_limit is not None:
+            bucket_clock = {"clock": self._clock} if self._clock is not None else {}
+            self.bucket = TokenBucket(
+                self.limits.rate_limit, self.limits.burst(), sleep=self._sleep, **bucket_clock
+            )
+        self.stats = TransferStats()
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self.closed:
+            raise RuntimeError("transport is closed")
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.limits.max_connections,
+                limit_per_host=self.limits.max_connections_per_host,
+                ssl=self._ssl if self._ssl is not None else True,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    connect=self.limits.connect_timeout,
+                    sock_connect=self.limits.connect_timeout,
+                ),
+                auto_decompress=False,
+                read_bufsize=max(self.limits.chunk_size, 64 * 1024),
+                headers=self._headers,
+            )
+        return self._session
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            with anyio.CancelScope(shield=True):
+                await session.close()
+        await super().aclose()
+
+    # -- fetching -----------------------------------------------------------------------------
+
+    async def fetch(
+        self, locator: Locator, sink: Sink, *, max_length: int, start: int = 0
+    ) -> None:
+        """Stream ``locator`` from byte ``start`` into ``sink``.
+
+        A connection failure, timeout or 5xx is retried (``limits.retries`` times, with
+        backoff and jitter), resuming with ``Range`` from the bytes already delivered and
+        ``If-Range`` so that a file that changed meanwhile is not spliced.
+        """
+        url = self._url(locator)
+        if start < 0:
+            raise ValueError("start must be >= 0")
+        await self._with_retries(url, sink, max_length=max_length, start=start, end=None)
+
+    async def read_range(
+        self, locator: Locator, start: int, length: int, *, max_length: int
+    ) -> bytes:
+        """Return exactly ``length`` bytes at ``start`` of ``locator`` (for parallel fetches
+        that split a blob between mirrors). ``max_length`` caps the whole content."""
+        url = self._url(locator)
+        if start < 0 or length < 0:
+            raise ValueError("start and length must be >= 0")
+        if start + length > max_length:
+            raise LengthExceededError(f"range {start}+{length} is past the {max_length} cap")
+        sink = _BufferSink(start)
+        if length:
+            await self._with_retries(
+                url, sink, max_length=max_length, start=start, end=start + length
+            )
+        if len(sink.data) != length:
+            raise SourceUnavailableError(f"{url}: got {len(sink.data)} of {length} range bytes")
+        return bytes(sink.data)
+
+    def _url(self, locator: Locator) -> str:
+        if locator.kind != "url" or locator.scheme not in ("http", "https"):
+            raise ValueError(f"http transport cannot fetch {locator}")
+        return locator.value
+
+    async def _with_retries(
+        self, url: str, sink: Sink, *, max_length: int, start: int, end: int | None
+    ) -> None:
+        state = _Transfer(position=start, end=end)
+        attempt = 0
+        while True:
+            try:
+                await self._attempt(url, sink, state, max_length=max_length)
+                return
+            except SourceUnavailableError:
+                if attempt >= self.limits.retries:
+                    raise
+            attempt += 1
+            self.stats.retries += 1
+            ceiling = min(self.limits.backoff_max, self.limits.backoff_initial * 2 ** (attempt - 1))
+            await self._sleep(self._rng.uniform(0, ceiling))
+
+    async def _attempt(self, url: str, sink: Sink, state: _Transfer, *, max_length: int) -> None:
+        session = self._get_session()
+        headers = {"Accept-Encoding": "identity"}
+        if state.position > 0 or state.end is not None:
+            last = "" if state.end is None else str(state.end - 1)
+            headers["Range"] = f"bytes={state.position}-{last}"
+            if state.etag is not None:
+                headers["If-Range"] = state.etag
+        self.stats.requests += 1
+        try:
+            with anyio.fail_after(self.limits.response_timeout):
+                response = await session.get(
+                    url, headers=headers, allow_redirects=True, max_redirects=_MAX_REDIRECTS
+                )
+        except TimeoutError as e:
+            raise SourceUnavailableError(f"{url}: no response headers in time") from e
+        except aiohttp.TooManyRedirects as e:
+            raise DownloadError(f"{url}: too many redirects") from e
+        except (aiohttp.InvalidURL, ValueError) as e:
+            raise DownloadError(f"{url}: invalid URL: {e}") from e
+        except (aiohttp.ClientError, OSError) as e:
+            raise SourceUnavailableError(f"{url}: {type(e).__name__}: {e}") from e
+        completed = False
+        try:
+            await self._read_response(url, response, sink, state, max_length=max_length)
+            completed = True
+        except (aiohttp.ClientError, OSError) as e:
+            raise SourceUnavailableError(f"{url}: {type(e).__name__}: {e}") from e
+        finally:
+            if completed:
+                response.release()
+            else:
+                response.close()
+
+    async def _read_response(
+        self,
+        url: str,
+        response: aiohttp.ClientResponse,
+        sink: Sink,
+        state: _Transfer,
+        *,
+        max_length: int,
+    ) -> None:
+        status = response.status
+        if status in (404, 410):
+            raise BlobNotFoundError(f"{url}: HTTP {status}")
+        if status in _RETRY_STATUS or status >= 500:
+            raise SourceUnavailableError(f"{url}: HTTP {status}")
+        if status == 416:
+            match = _UNSATISFIED_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+            if match and int(match.group(1)) == state.position and state.end is None:
+                return  # the prefix we hold is already the whole content
+            raise DownloadError(f"{url}: range from {state.position} not satisfiable")
+        if status not in (200, 206):
+            raise DownloadError(f"{url}: unexpected HTTP {status}")
+
+        etag = response.headers.get("ETag")
+        if etag is not None and not etag.startswith("W/"):
+            if state.etag is not None and etag != state.etag:
+                raise DownloadError(f"{url}: content changed during the transfer")
+            state.etag = etag
+        offset = 0  # absolute offset of the next body byte
+        if status == 206:
+            match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+            if match is None or int(match.group(1)) != state.position:
+                raise DownloadError(f"{url}: 206 with a Content-Range we did not ask for")
+            total = match.group(3)
+            if total != "*" and int(total) > max_length:
+                raise LengthExceededError(f"{url}: {total} bytes exceed the {max_length} cap")
+            offset = state.position
+        else:
+            declared = response.content_length
+            if declared is not None and declared > max_length:
+                raise LengthExceededError(f"{url}: {declared} bytes exceed the {max_length} cap")
+            if state.position > 0 and "If-Range" in response.request_info.headers:
+                raise DownloadError(f"{url}: content changed during the transfer")
+        await self._stream(url, response.content, sink, state, offset, max_length=max_length)
+
+    async def _stream(
+        self,
+        url: str,
+        content: aiohttp.StreamReader,
+        sink: Sink,
+        state: _Transfer,
+        offset: int,
+        *,
+        max_length: int,
+    ) -> None:
+        limits = self.limits
+        stall_clock = {"clock": self._clock} if self._clock is not None else {}
+        stall = StallDetector(limits.stall_min_rate, limits.stall_window, **stall_clock)
+        # Read at most one byte past the cap: enough to know it was exceeded.
+        limit = max_length + 1 if state.end is None else state.end
+        while offset < limit:
+            want = min(limits.chunk_size, limit - offset)
+            block = b""
+            with anyio.move_on_after(stall.deadline()):
+                block = await content.read(want)
+                if not block:
+                    return  # end of body
+            if not block:
+                stall.check()  # a whole window without a byte: raises unless the rate was met
+                continue
+            self.stats.bytes_received += len(block)
+            if offset < state.position:  # a server that ignored Range: skip what we hold
+                skip = min(len(block), state.position - offset)
+                offset += skip
+                block = block[skip:]
+                if not block:
+                    continue
+            if offset + len(block) > max_length:
+                raise LengthExceededError(f"{url}: body longer than the {max_length}-byte cap")
+            if state.end is not None:
+                block = block[: state.end - offset]
+            await sink.write(block)
+            offset += len(block)
+            state.position = offset
+            stall.record(len(block))
+            if self.bucket is not None:
+                stall.pause(await self.bucket.take(len(block)))
+            await anyio.lowlevel.checkpoint()
+
+
+@define
+class _Transfer:
+    position: int
+    end: int | None = None
+    etag: str | None = None
+
+
+HTTP_TRANSPORT_SPEC = TransportSpec(
+    name="http",
+    factory=HttpTransport,
+    # attrs' frozenset converter leaves mypy with an unsolved type variable.
+    schemes=frozenset({"http", "https"}),  # type: ignore[arg-type]
+    backends=frozenset({"asyncio"}),  # type: ignore[arg-type]
+    description="HTTP(S) origins and mirrors (aiohttp): Range resume, bandwidth limit",
+)
