@@ -1,0 +1,308 @@
+"""NodeUpdateClient: the I/O side of a node -- metadata refresh and verified blob downloads.
+
+This is the orchestrator layer of the TUF split: :mod:`trust` decides, this module fetches. It
+walks the root chain, fetches the index and manifests with their size caps, and downloads
+blobs into staging through whichever transports the plugin manager offers, falling back from
+one source to the next. Sources are repository base URLs (``http://``, ``https://``,
+``file://``, or a local path); a manifest's own locators (info hashes, CIDs) are tried too
+when a plugin handles them.
+
+Every byte goes through a :class:`~blackhole_sync.transport.VerifyingSink`; nothing is
+trusted until :class:`~blackhole_sync.trust.TrustedState` accepted it.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import sniffio
+from attrs import define, field, frozen
+
+from .errors import (
+    BlobNotFoundError,
+    ConfigurationError,
+    DownloadError,
+    LengthOrHashMismatchError,
+    MissingPluginError,
+    SecurityError,
+    SourceUnavailableError,
+)
+from .local import path_to_url
+from .metadata import MAX_SIZES, MetaFile
+from .plugins import PluginHost
+from .transport import (
+    Locator,
+    ProgressEvent,
+    Transport,
+    TransportSpec,
+    VerifyingSink,
+    fetch_with_fallback,
+    join_url,
+    pick_spec,
+)
+from .trust import MAX_ROOT_ROTATIONS, TrustedState
+
+__all__ = ["ClientLimits", "FetchStats", "NodeUpdateClient", "TransportPool", "normalize_source"]
+
+log = logging.getLogger(__name__)
+
+
+def normalize_source(source: str) -> str:
+    """A repository base URL: URLs are kept, local paths become ``file://`` URLs."""
+    if not source:
+        raise ConfigurationError("empty source")
+    if "://" in source:
+        scheme = source.split("://", 1)[0].lower()
+        if not scheme.isascii() or not scheme.replace("+", "").isalnum():
+            raise ConfigurationError(f"bad source URL {source!r}")
+        return source if source.endswith("/") else source + "/"
+    return path_to_url(os.path.abspath(source)) + "/"
+
+
+@frozen
+class ClientLimits:
+    """Caps on what a client fetches. Sizes of documents come from ``metadata.MAX_SIZES``."""
+
+    max_root_rotations: int = MAX_ROOT_ROTATIONS
+    max_blob_length: int = 64 * 1024**3
+
+
+@define
+class FetchStats:
+    """Bytes fetched (including failed attempts) and source failures during one operation."""
+
+    bytes_fetched: int = 0
+    failures: list[tuple[str, str]] = field(factory=list)
+
+    def record_failure(self, locator: Locator, exc: BaseException) -> None:
+        self.failures.append((str(locator), f"{type(exc).__name__}: {exc}"))
+
+
+class TransportPool:
+    """Transport instances by spec, created on first use, closed together."""
+
+    def __init__(
+        self, specs: Sequence[TransportSpec], options: Mapping[str, Any] | None = None
+    ) -> None:
+        self._specs = list(specs)
+        self._options = dict(options or {})
+        self._instances: dict[str, Transport] = {}
+
+    @classmethod
+    def from_plugins(
+        cls, plugins: PluginHost, options: Mapping[str, Any] | None = None
+    ) -> TransportPool:
+        return cls(plugins.transport_specs(), options)
+
+    def _usable_specs(self) -> list[TransportSpec]:
+        try:
+            backend = sniffio.current_async_library()
+        except sniffio.AsyncLibraryNotFoundError:
+            backend = "asyncio"
+        return [s for s in self._specs if backend in s.backends]
+
+    def for_locator(self, locator: Locator) -> Transport:
+        try:
+            spec = pick_spec(self._usable_specs(), locator)
+        except MissingPluginError:
+            if any(s.handles(locator) for s in self._specs):
+                raise MissingPluginError(
+                    f"the transport for {locator.scheme!r} does not run under "
+                    f"{sniffio.current_async_library()}"
+                ) from None
+            raise
+        transport = self._instances.get(spec.name)
+        if transport is None:
+            transport = spec.factory(**self._options)
+            self._instances[spec.name] = transport
+        return transport
+
+    def handles(self, locator: Locator) -> bool:
+        return any(s.handles(locator) for s in self._usable_specs())
+
+    async def aclose(self) -> None:
+        instances, self._instances = list(self._instances.values()), {}
+        for transport in instances:
+            await transport.aclose()
+
+
+class NodeUpdateClient:
+    """Fetches signed metadata and blobs from a node's sources."""
+
+    def __init__(
+        self,
+        sources: Sequence[str],
+        pool: TransportPool,
+        *,
+        limits: ClientLimits | None = None,
+        progress: Callable[[ProgressEvent], None] | None = None,
+    ) -> None:
+        if not sources:
+            raise ConfigurationError("the node has no sources configured")
+        self.sources = [normalize_source(s) for s in sources]
+        self.pool = pool
+        self.limits = limits or ClientLimits()
+        self.progress = progress
+        self.stats = FetchStats()
+
+    # -- small documents ------------------------------------------------------------------------
+
+    async def _fetch_doc(
+        self, source: str, relpath: str, *, max_length: int, expected: MetaFile | None
+    ) -> bytes:
+        locator = Locator.url(join_url(source, relpath))
+        transport = self.pool.for_locator(locator)
+        buffer = io.BytesIO()
+        sink = VerifyingSink(
+            buffer,
+            max_length=max_length,
+            expected_length=None if expected is None else expected.length,
+            expected_sha256=None if expected is None else expected.sha256,
+            source=str(locator),
+        )
+        try:
+            await transport.fetch(locator, sink, max_length=max_length)
+        finally:
+            self.stats.bytes_fetched += sink.received
+        sink.verify()
+        return buffer.getvalue()
+
+    async def refresh(self, state: TrustedState) -> bool:
+        """Walk the root chain and update the index from the first source that works.
+
+        Returns True when the trusted index changed. A source that cannot deliver is skipped;
+        a source that serves something the trusted state refuses is skipped too, but if no
+        source succeeds, the security error is raised (it outranks download errors).
+        """
+        security: SecurityError | None = None
+        download: Exception | None = None
+        for source in self.sources:
+            try:
+                await self._refresh_root(state, source)
+                state.check_root_fresh()
+                before = state.index_bytes
+                data = await self._fetch_doc(
+                    source, "index.json", max_length=MAX_SIZES["index"], expected=None
+                )
+                state.update_index(data)
+                return state.index_bytes != before
+            except SecurityError as exc:
+                log.warning("source %s refused: %s", source, exc)
+                security = security or exc
+            except (DownloadError, MissingPluginError) as exc:
+                log.info("source %s unavailable: %s", source, exc)
+                download = exc
+        if security is not None:
+            raise security
+        raise SourceUnavailableError(f"no source could be reached ({download})")
+
+    async def _refresh_root(self, state: TrustedState, source: str) -> None:
+        for _ in range(self.limits.max_root_rotations):
+            name = f"{state.root.version + 1}.root.json"
+            try:
+                data = await self._fetch_doc(
+                    source, name, max_length=MAX_SIZES["root"], expected=None
+                )
+            except BlobNotFoundError:
+                return
+            state.update_root(data)
+        raise SecurityError(f"more than {self.limits.max_root_rotations} root rotations at once")
+
+    async def fetch_manifest(self, state: TrustedState, version: str) -> bytes:
+        """Fetch and verify the manifest of ``version``; returns its bytes."""
+        index = state.require_index()
+        listed = index.all_releases().get(version)
+        if listed is None:
+            state.update_manifest(version, b"")  # raises the precise refusal (withdrawn/unlisted)
+            raise AssertionError("unreachable")
+        security: SecurityError | None = None
+        download: Exception | None = None
+        for source in self.sources:
+            try:
+                data = await self._fetch_doc(
+                    source, f"manifests/{version}.json", max_length=listed.length, expected=listed
+                )
+                state.update_manifest(version, data)
+                return data
+            except SecurityError as exc:
+                security = security or exc
+            except (DownloadError, MissingPluginError) as exc:
+                download = exc
+        if security is not None:
+            raise security
+        raise SourceUnavailableError(f"manifest {version}: no source could deliver it ({download})")
+
+    # -- blobs ------------------------------------------------------------------------------------
+
+    def blob_candidates(
+        self, meta: MetaFile, extra: Iterable[Mapping[str, str]] = ()
+    ) -> list[tuple[Transport, Locator]]:
+        out: list[tuple[Transport, Locator]] = []
+        for source in self.sources:
+            locator = Locator.url(join_url(source, f"blobs/{meta.sha256}"))
+            try:
+                out.append((self.pool.for_locator(locator), locator))
+            except MissingPluginError as exc:
+                log.info("skipping source %s: %s", source, exc)
+        for item in extra:
+            locator = Locator(item["kind"], item["value"])
+            if self.pool.handles(locator):
+                out.append((self.pool.for_locator(locator), locator))
+        return out
+
+    async def fetch_blob(
+        self, meta: MetaFile, dest: Path, *, extra_locators: Iterable[Mapping[str, str]] = ()
+    ) -> int:
+        """Download the blob ``meta`` describes to ``dest`` (a new file in staging), verified.
+
+        Returns the bytes transferred for it. On failure ``dest`` is removed.
+        """
+        if meta.length > self.limits.max_blob_length:
+            raise LengthOrHashMismatchError(
+                f"blob of {meta.length} bytes exceeds the {self.limits.max_blob_length}-byte limit"
+            )
+        candidates = self.blob_candidates(meta, extra_locators)
+        if not candidates:
+            raise MissingPluginError("no installed transport can reach any source of this node")
+        fd = os.open(dest, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        received = 0
+        try:
+            with os.fdopen(fd, "w+b") as fileobj:
+                sink = _CountingSink(
+                    fileobj,
+                    max_length=meta.length,
+                    expected_length=meta.length,
+                    expected_sha256=meta.sha256,
+                    progress=self.progress,
+                    source=meta.sha256[:12],
+                )
+                try:
+                    await fetch_with_fallback(
+                        candidates, sink, on_failure=self.stats.record_failure
+                    )
+                finally:
+                    received = sink.total_written
+                    self.stats.bytes_fetched += received
+                fileobj.flush()
+                os.fsync(fileobj.fileno())
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        return received
+
+
+class _CountingSink(VerifyingSink):
+    """A verifying sink that also counts every byte written across retries."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.total_written = 0
+
+    async def write(self, data: bytes) -> None:
+        await super().write(data)
+        self.total_written += len(data)
