@@ -182,12 +182,8 @@ class RepoSim:
             "expires": format_time(extra.pop("expires", self.index_expires)),
             "channels": {
                 ch: {
-                    "releases": {
-                        v: m.to_dict() for v, m in self.releases.get(ch, {}).items()
-                    },
-                    "withdrawn": {
-                        v: {"reason": r} for v, r in self.withdrawn.get(ch, {}).items()
-                    },
+                    "releases": {v: m.to_dict() for v, m in self.releases.get(ch, {}).items()},
+                    "withdrawn": {v: {"reason": r} for v, r in self.withdrawn.get(ch, {}).items()},
                 }
                 for ch in channels
             },
