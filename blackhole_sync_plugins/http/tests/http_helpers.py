@@ -1,0 +1,117 @@
+"""Helpers for the HTTP plugin tests: a repository on disk and staged hostile mirrors."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from pathlib import Path
+
+import anyio
+from anyio.abc import SocketAttribute, SocketStream, TaskGroup
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Repo:
+    """A repository directory in the layout of ARCHITECTURE.md section 5, plus private files."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "blobs").mkdir(parents=True)
+        (root / "manifests").mkdir()
+        (root / "root.json").write_bytes(b'{"signed":{"version":2}}')
+        (root / "1.root.json").write_bytes(b'{"signed":{"version":1}}')
+        (root / "2.root.json").write_bytes(b'{"signed":{"version":2}}')
+        (root / "index.json").write_bytes(b'{"signed":{"index":1}}')
+        (root / "manifests" / "1.2.3-rc.1.json").write_bytes(b'{"signed":{"m":1}}')
+        (root / ".bhsync").mkdir()
+        (root / ".bhsync" / "release.key").write_bytes(b"PRIVATE KEY")
+        (root / "drafts").mkdir()
+        (root / "drafts" / "2.0.0.json").write_bytes(b"draft")
+
+    def put(self, data: bytes, name: str | None = None) -> str:
+        digest = sha256(data)
+        (self.root / "blobs" / (name or digest)).write_bytes(data)
+        return digest
+
+
+def content(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+_RANGE = re.compile(rb"\r\nrange: *bytes=(\d+)-(\d*)", re.IGNORECASE)
+
+
+class HostileMirror:
+    """A real TCP server speaking just enough HTTP/1.1 to stage one misbehaviour.
+
+    ``mode``: ``cut`` (serves ``data`` honouring Range, but drops the connection after a random
+    number of bytes per response), ``stall`` (headers, then silence), ``endless`` (headers
+    without a length, then bytes forever), ``garbage`` (not HTTP at all).
+    """
+
+    def __init__(self, mode: str, data: bytes = b"", *, seed: int = 1) -> None:
+        self.mode = mode
+        self.data = data
+        self.rng = random.Random(seed)
+        self.bytes_sent = 0
+        self.requests = 0
+        self.cuts: list[int] = []
+        self.url = ""
+
+    async def _handle(self, stream: SocketStream) -> None:
+        async with stream:
+            head = b""
+            while b"\r\n\r\n" not in head and len(head) < 16384:
+                try:
+                    head += await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    return
+            self.requests += 1
+            try:
+                await getattr(self, "_" + self.mode)(stream, head)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, ConnectionError):
+                pass
+
+    async def _cut(self, stream: SocketStream, head: bytes) -> None:
+        match = _RANGE.search(head)
+        start = int(match.group(1)) if match else 0
+        body = self.data[start:]
+        if match:
+            status = b"206 Partial Content"
+            extra = b"Content-Range: bytes %d-%d/%d\r\n" % (start, len(self.data) - 1, len(self.data))
+        else:
+            status, extra = b"200 OK", b""
+        await stream.send(
+            b"HTTP/1.1 " + status + b"\r\nContent-Length: %d\r\nETag: \"v1\"\r\n" % len(body)
+            + extra + b"Connection: close\r\n\r\n"
+        )
+        cut = self.rng.randrange(1, len(body) + 1) if len(body) > 1 else len(body)
+        self.cuts.append(cut)
+        await stream.send(body[:cut])
+        self.bytes_sent += cut
+
+    async def _stall(self, stream: SocketStream, head: bytes) -> None:
+        await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+        await anyio.sleep(30)
+
+    async def _endless(self, stream: SocketStream, head: bytes) -> None:
+        await stream.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        block = b"\xaa" * 65536
+        while True:
+            await stream.send(block)
+            self.bytes_sent += len(block)
+
+    async def _garbage(self, stream: SocketStream, head: bytes) -> None:
+        await stream.send(b"\x00\xffSSH-2.0-definitely not http\r\n" * 50)
+
+
+async def start_mirror(tg: TaskGroup, mirror: HostileMirror) -> HostileMirror:
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
+    port = listener.extra(SocketAttribute.local_port)
+    mirror.url = f"http://127.0.0.1:{port}"
+    tg.start_soon(listener.serve, mirror._handle)
+    return mirror
+
