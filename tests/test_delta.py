@@ -6,6 +6,7 @@ Hostile patches (malformed, wrong source, bombs) are in test_delta_hostile.py.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 from pathlib import Path
 
@@ -235,7 +236,7 @@ def test_path_falls_back_to_full_when_the_chain_costs_more_than_the_fraction() -
 
 def test_path_chain_length_is_bounded() -> None:
     versions = [f"1.0.{i}" for i in range(12)]
-    deltas = [E(a, b, 1) for a, b in zip(versions, versions[1:], strict=False)]
+    deltas = [E(a, b, 1) for a, b in itertools.pairwise(versions)]
     avail = D.AvailableUpdates(full={"1.0.11": 10_000}, deltas=deltas)
     assert D.UpdateOptimizer().calculate_update_path(
         "1.0.0", "1.0.11", available=avail
