@@ -12,7 +12,13 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from blackhole_sync.metadata import Envelope, MetaFile, canonical_bytes, format_time
+from blackhole_sync.metadata import (
+    Envelope,
+    MetaFile,
+    ReleaseManifest,
+    canonical_bytes,
+    format_time,
+)
 from blackhole_sync.signing import PrivateKey, Signature
 
 #: The one reference time every trust test runs at.
@@ -131,7 +137,8 @@ class RepoSim:
     def manifest_signed(
         self, version: str, *, channel: str = "stable", n_artifacts: int = 1, **extra: Any
     ) -> dict[str, Any]:
-        return {
+        """A manifest in normal form (as ``ReleaseManifest.to_dict`` writes it)."""
+        signed = {
             "_type": "release",
             "spec_version": "1",
             "version": version,
@@ -143,6 +150,7 @@ class RepoSim:
             ],
             **extra,
         }
+        return ReleaseManifest.from_dict(signed).to_dict()
 
     def make_manifest(
         self,
@@ -174,6 +182,7 @@ class RepoSim:
     # -- index -------------------------------------------------------------------------------
 
     def index_signed(self, version: int, **extra: Any) -> dict[str, Any]:
+        """An index in normal form (as ``Index.to_dict`` writes it)."""
         channels = sorted(set(self.releases) | set(self.withdrawn)) or ["stable"]
         return {
             "_type": "index",
@@ -187,6 +196,8 @@ class RepoSim:
                 }
                 for ch in channels
             },
+            "rollouts": {},
+            "halts": {},
             **extra,
         }
 
