@@ -95,7 +95,7 @@ class HttpTransport(BaseTransport):
         self.limits: ClientLimits = evolve(limits, **overrides) if overrides else limits
         self._clock: Clock | None = options.get("clock")
         self._sleep: Sleep = options.get("sleep") or anyio.sleep
-        self._rng: random.Random = options.get("rng") or random.Random()  # noqa: S311 - jitter
+        self._rng: random.Random = options.get("rng") or random.Random()  # jitter, not secrets
         self._headers: dict[str, str] = dict(options.get("headers") or {})
         self._ssl: ssl.SSLContext | None = None
         ca_file = options.get("ca_file")
@@ -146,9 +146,7 @@ class HttpTransport(BaseTransport):
 
     # -- fetching -----------------------------------------------------------------------------
 
-    async def fetch(
-        self, locator: Locator, sink: Sink, *, max_length: int, start: int = 0
-    ) -> None:
+    async def fetch(self, locator: Locator, sink: Sink, *, max_length: int, start: int = 0) -> None:
         """Stream ``locator`` from byte ``start`` into ``sink``.
 
         A connection failure, timeout or 5xx is retried (``limits.retries`` times, with

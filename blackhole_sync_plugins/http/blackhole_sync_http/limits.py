@@ -12,26 +12,23 @@ from attrs import field, frozen, validators
 
 __all__ = ["ClientLimits", "ServerLimits"]
 
-_positive = validators.gt(0)
-_non_negative = validators.ge(0)
-
 
 @frozen
 class ServerLimits:
     """Limits of the repository server."""
 
     #: Requests served at once; more are answered ``503`` with ``Retry-After``.
-    max_concurrent_requests: int = field(default=64, validator=_positive)
+    max_concurrent_requests: int = field(default=64, validator=validators.gt(0))
     #: Bytes read from disk and written to the socket per step.
-    chunk_size: int = field(default=256 * 1024, validator=_positive)
+    chunk_size: int = field(default=256 * 1024, validator=validators.gt(0))
     #: Seconds given to in-flight responses on shutdown before connections are closed.
-    shutdown_timeout: float = field(default=5.0, validator=_non_negative)
+    shutdown_timeout: float = field(default=5.0, validator=validators.ge(0.0))
     #: Seconds a client has to send its request headers; idle keep-alive connections close.
-    keepalive_timeout: float = field(default=15.0, validator=_non_negative)
+    keepalive_timeout: float = field(default=15.0, validator=validators.ge(0.0))
     #: Longest request line / header accepted (aiohttp refuses longer ones with 400).
-    max_line_size: int = field(default=8190, validator=_positive)
+    max_line_size: int = field(default=8190, validator=validators.gt(0))
     #: Seconds a client is told to wait when the server is busy.
-    retry_after: int = field(default=1, validator=_positive)
+    retry_after: int = field(default=1, validator=validators.gt(0))
 
 
 @frozen
@@ -39,29 +36,29 @@ class ClientLimits:
     """Limits of the HTTP client transport."""
 
     #: Seconds to establish a connection (TCP and TLS).
-    connect_timeout: float = field(default=10.0, validator=_positive)
+    connect_timeout: float = field(default=10.0, validator=validators.gt(0.0))
     #: Seconds to wait for the response headers once connected.
-    response_timeout: float = field(default=30.0, validator=_positive)
+    response_timeout: float = field(default=30.0, validator=validators.gt(0.0))
     #: Extra attempts after a connection failure, timeout or 5xx (0: try once). Each retry
     #: resumes with ``Range`` from what the sink already holds.
-    retries: int = field(default=3, validator=_non_negative)
+    retries: int = field(default=3, validator=validators.ge(0))
     #: First backoff delay in seconds; doubles per retry up to ``backoff_max``, with full jitter.
-    backoff_initial: float = field(default=0.25, validator=_non_negative)
-    backoff_max: float = field(default=5.0, validator=_non_negative)
+    backoff_initial: float = field(default=0.25, validator=validators.ge(0.0))
+    backoff_max: float = field(default=5.0, validator=validators.ge(0.0))
     #: Stall detector: a source delivering fewer than ``stall_min_rate`` bytes/s on average
     #: over ``stall_window`` seconds (including sending nothing at all) raises StallError.
-    stall_min_rate: int = field(default=4096, validator=_non_negative)
-    stall_window: float = field(default=15.0, validator=_positive)
+    stall_min_rate: int = field(default=4096, validator=validators.ge(0))
+    stall_window: float = field(default=15.0, validator=validators.gt(0.0))
     #: Bytes per read from the socket and per write into the sink.
-    chunk_size: int = field(default=256 * 1024, validator=_positive)
+    chunk_size: int = field(default=256 * 1024, validator=validators.gt(0))
     #: Bandwidth limit in bytes/s for this transport (all its fetches together); None: no limit.
-    rate_limit: int | None = field(default=None, validator=validators.optional(_positive))
+    rate_limit: int | None = field(default=None, validator=validators.optional(validators.gt(0)))
     #: Token bucket depth in bytes; None: a tenth of a second of ``rate_limit``, at least
     #: one chunk.
-    rate_burst: int | None = field(default=None, validator=validators.optional(_positive))
+    rate_burst: int | None = field(default=None, validator=validators.optional(validators.gt(0)))
     #: Open connections per transport, and per host.
-    max_connections: int = field(default=32, validator=_positive)
-    max_connections_per_host: int = field(default=8, validator=_positive)
+    max_connections: int = field(default=32, validator=validators.gt(0))
+    max_connections_per_host: int = field(default=8, validator=validators.gt(0))
 
     def burst(self) -> int:
         """The effective token bucket depth."""

@@ -125,7 +125,7 @@ def _open_regular(path: str) -> tuple[int, os.stat_result] | None:
     return fd, info
 
 
-def _byte_range(header: str, size: int) -> tuple[int, int] | None | bool:
+def _byte_range(header: str, size: int) -> tuple[int, int] | bool | None:
     """Parse a Range header against ``size``.
 
     Returns ``(first, last)`` (inclusive) to serve a part, ``None`` to ignore the header and
@@ -202,7 +202,8 @@ async def _send(
         "Cache-Control": NO_CACHE if mutable else IMMUTABLE,
         "Accept-Ranges": "bytes",
         "X-Content-Type-Options": "nosniff",
-        "Content-Type": "application/json" if relative.endswith(".json")
+        "Content-Type": "application/json"
+        if relative.endswith(".json")
         else "application/octet-stream",
     }
     if_none_match = request.headers.get("If-None-Match")

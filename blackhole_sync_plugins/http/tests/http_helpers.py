@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
+
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -81,12 +83,19 @@ class HostileMirror:
         body = self.data[start:]
         if match:
             status = b"206 Partial Content"
-            extra = b"Content-Range: bytes %d-%d/%d\r\n" % (start, len(self.data) - 1, len(self.data))
+            extra = b"Content-Range: bytes %d-%d/%d\r\n" % (
+                start,
+                len(self.data) - 1,
+                len(self.data),
+            )
         else:
             status, extra = b"200 OK", b""
         await stream.send(
-            b"HTTP/1.1 " + status + b"\r\nContent-Length: %d\r\nETag: \"v1\"\r\n" % len(body)
-            + extra + b"Connection: close\r\n\r\n"
+            b"HTTP/1.1 "
+            + status
+            + b'\r\nContent-Length: %d\r\nETag: "v1"\r\n' % len(body)
+            + extra
+            + b"Connection: close\r\n\r\n"
         )
         cut = self.rng.randrange(1, len(body) + 1) if len(body) > 1 else len(body)
         self.cuts.append(cut)
@@ -94,7 +103,7 @@ class HostileMirror:
         self.bytes_sent += cut
 
     async def _stall(self, stream: SocketStream, head: bytes) -> None:
-        await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+        await stream.send(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 10)
         await anyio.sleep(30)
 
     async def _endless(self, stream: SocketStream, head: bytes) -> None:
@@ -112,6 +121,17 @@ async def start_mirror(tg: TaskGroup, mirror: HostileMirror) -> HostileMirror:
     listener = await anyio.create_tcp_listener(local_host="127.0.0.1")
     port = listener.extra(SocketAttribute.local_port)
     mirror.url = f"http://127.0.0.1:{port}"
-    tg.start_soon(listener.serve, mirror._handle)
+
+    async def serve() -> None:
+        async with listener:
+            await listener.serve(mirror._handle)
+
+    tg.start_soon(serve)
     return mirror
 
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    """Poll ``predicate`` (server counters have no event to wait on) until true, for up to 10 s."""
+    with anyio.fail_after(10):
+        while not predicate():  # noqa: ASYNC110
+            await anyio.sleep(0.01)

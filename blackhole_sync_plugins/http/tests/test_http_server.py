@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import anyio
 import pytest
-from http_helpers import Repo, content
-
 from blackhole_sync_http import ServerLimits, serve_repository
 from blackhole_sync_http.server import IMMUTABLE, NO_CACHE
+from http_helpers import Repo, content, wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -34,8 +32,9 @@ async def raw_request(url: str, target: str, *, method: str = "GET", headers: st
     host, port = url.removeprefix("http://").split(":")
     async with await anyio.connect_tcp(host, int(port)) as stream:
         await stream.send(
-            f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n"
-            .encode("latin-1")
+            f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n".encode(
+                "latin-1"
+            )
         )
         raw = b""
         with anyio.fail_after(10):
@@ -202,44 +201,36 @@ async def test_write_methods_are_refused(repo: Repo) -> None:
 
 async def test_requests_past_the_concurrency_bound_get_503(repo: Repo) -> None:
     target = "/blobs/" + repo.put(content(32 * 1024 * 1024))
-    async with serve_repository(repo.root, limits=ServerLimits(max_concurrent_requests=1)) as server:
+    async with serve_repository(
+        repo.root, limits=ServerLimits(max_concurrent_requests=1)
+    ) as server:
         host, port = server.url.removeprefix("http://").split(":")
         async with await anyio.connect_tcp(host, int(port)) as slow_reader:
             # Ask for a big blob and read nothing: the server blocks in its first response.
             await slow_reader.send(f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            with anyio.fail_after(10):
-                while server.stats.active < 1:
-                    await anyio.sleep(0.01)
+            await wait_until(lambda: server.stats.active >= 1)
             busy = await raw_request(server.url, "/index.json")
         assert busy.status == 503
         assert busy.headers["retry-after"] == "1"
         assert server.stats.busy_refusals == 1
-        with anyio.fail_after(10):
-            while server.stats.active:
-                await anyio.sleep(0.01)
+        await wait_until(lambda: not server.stats.active)
         assert (await raw_request(server.url, "/index.json")).status == 200
 
 
 async def test_standalone_server_prints_url_and_exits_0_on_sigterm(repo: Repo) -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "blackhole_sync_http", str(repo.root), "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    command = [sys.executable, "-m", "blackhole_sync_http", str(repo.root), "--port", "0"]
+    async with await anyio.open_process(command, stderr=None) as process:
         assert process.stdout is not None
-        url = await anyio.to_thread.run_sync(process.stdout.readline)
+        output = b""
+        with anyio.fail_after(20):
+            while not output.endswith(b"\n"):
+                output += await process.stdout.receive()
+        url = output.decode().strip()
         assert url.startswith("http://127.0.0.1:")
-        reply = await raw_request(url.strip(), "/root.json")
-        assert reply.status == 200
+        assert (await raw_request(url, "/root.json")).status == 200
         process.send_signal(signal.SIGTERM)
-        assert await anyio.to_thread.run_sync(process.wait, 10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
+        with anyio.fail_after(10):
+            assert await process.wait() == 0
 
 
 async def test_plugin_hooks_return_the_transport_and_server(repo: Repo) -> None:
@@ -257,13 +248,12 @@ async def test_plugin_hooks_return_the_transport_and_server(repo: Repo) -> None:
     (server,) = manager.hook.blackhole_sync_server()
     urls: list[str] = []
     async with anyio.create_task_group() as tg:
+
         async def run() -> None:
             await server.serve(repo.root, "127.0.0.1", 0, ready=urls.append)
 
         tg.start_soon(run)
-        with anyio.fail_after(10):
-            while not urls:
-                await anyio.sleep(0.01)
+        await wait_until(lambda: bool(urls))
         assert (await raw_request(urls[0], "/index.json")).status == 200
         tg.cancel_scope.cancel()
     assert len(urls) == 1 and not urls[0].endswith(":0")
