@@ -184,8 +184,8 @@ def _check_control(raw: _RawPatch, old_len: int) -> None:
         newpos += y
         sum_y += y
         oldpos += z
-        if not -(1 << 62) < oldpos < (1 << 62):
-            raise PatchFormatError("control tuple seeks out of range")
+        if not 0 <= oldpos <= old_len:
+            raise PatchFormatError("control tuple seeks outside the source")
     if newpos != out_len:
         raise PatchFormatError("control tuples do not add up to the declared output length")
     if sum_x != len(raw.diff) or sum_y != len(raw.extra):
