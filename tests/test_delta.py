@@ -218,8 +218,13 @@ def E(a: str, b: str, n: int, codec: str = D.DEFAULT_CODEC) -> D.DeltaEdge:
 def test_path_prefers_the_cheapest_chain() -> None:
     avail = D.AvailableUpdates(
         full={"1.3.0": 1000},
-        deltas=[E("1.0.0", "1.3.0", 500), E("1.0.0", "1.1.0", 100), E("1.1.0", "1.2.0", 100),
-                E("1.2.0", "1.3.0", 100), E("1.1.0", "1.3.0", 250)],
+        deltas=[
+            E("1.0.0", "1.3.0", 500),
+            E("1.0.0", "1.1.0", 100),
+            E("1.1.0", "1.2.0", 100),
+            E("1.2.0", "1.3.0", 100),
+            E("1.1.0", "1.3.0", 250),
+        ],
     )
     path = D.UpdateOptimizer().calculate_update_path("1.0.0", "1.3.0", available=avail)
     assert path.is_delta and path.total_bytes == 300
@@ -238,23 +243,29 @@ def test_path_chain_length_is_bounded() -> None:
     versions = [f"1.0.{i}" for i in range(12)]
     deltas = [E(a, b, 1) for a, b in itertools.pairwise(versions)]
     avail = D.AvailableUpdates(full={"1.0.11": 10_000}, deltas=deltas)
-    assert D.UpdateOptimizer().calculate_update_path(
-        "1.0.0", "1.0.11", available=avail
-    ).steps == (D.FullDownload("1.0.11", 10_000),)
+    assert D.UpdateOptimizer().calculate_update_path("1.0.0", "1.0.11", available=avail).steps == (
+        D.FullDownload("1.0.11", 10_000),
+    )
     path = D.UpdateOptimizer(max_chain=11).calculate_update_path("1.0.0", "1.0.11", available=avail)
     assert path.is_delta and len(path.steps) == 11
     # a cheaper long chain loses to a dearer short one when the long one is over the bound
     avail2 = D.AvailableUpdates(full={"1.0.11": 10_000}, deltas=[*deltas, E("1.0.0", "1.0.11", 50)])
-    assert D.UpdateOptimizer().calculate_update_path(
-        "1.0.0", "1.0.11", available=avail2
-    ).total_bytes == 50
+    assert (
+        D.UpdateOptimizer().calculate_update_path("1.0.0", "1.0.11", available=avail2).total_bytes
+        == 50
+    )
 
 
 def test_path_never_goes_down_or_past_the_target_and_skips_unknown_codecs() -> None:
     avail = D.AvailableUpdates(
         full={"1.2.0": 1000},
-        deltas=[E("1.0.0", "1.5.0", 1), E("1.5.0", "1.2.0", 1), E("1.0.0", "0.9.0", 1),
-                E("0.9.0", "1.2.0", 1), E("1.0.0", "1.2.0", 5, codec="unknown")],
+        deltas=[
+            E("1.0.0", "1.5.0", 1),
+            E("1.5.0", "1.2.0", 1),
+            E("1.0.0", "0.9.0", 1),
+            E("0.9.0", "1.2.0", 1),
+            E("1.0.0", "1.2.0", 5, codec="unknown"),
+        ],
     )
     path = D.UpdateOptimizer().calculate_update_path("1.0.0", "1.2.0", available=avail)
     assert path.steps == (D.FullDownload("1.2.0", 1000),)
@@ -285,11 +296,14 @@ def test_path_excludes_a_failed_patch_and_handles_edge_cases() -> None:
 def test_member_deltas_unchanged_delta_and_full(tmp_path: Path) -> None:
     old, new = _binary_pair(30_000)
     files = {
-        "old/lib.so": old, "new/lib.so": new,
-        "old/README": b"same", "new/README": b"same",
+        "old/lib.so": old,
+        "new/lib.so": new,
+        "old/README": b"same",
+        "new/README": b"same",
         "new/added.txt": b"brand new",
         "old/removed.txt": b"gone",
-        "old/tiny": b"a", "new/tiny": b"b",
+        "old/tiny": b"a",
+        "new/tiny": b"b",
     }
     for rel, data in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -170,8 +170,9 @@ def test_bad_control_tuples_are_refused_before_bsdiff_sees_them(
     diff, extra = bytes(diff_len), bytes(extra_len)
     if diff_len + extra_len != out_len:  # make the stream sums agree so the tuple check runs
         extra = bytes(out_len - diff_len)
-    patch = container(out_len, [(0, len(control), columns(control)), (0, len(diff), diff),
-                                (0, len(extra), extra)])
+    patch = container(
+        out_len, [(0, len(control), columns(control)), (0, len(diff), diff), (0, len(extra), extra)]
+    )
     with pytest.raises(PatchFormatError):
         tree.apply(patch)
     # the same tuples in plain BSDIFF40 are refused by our bounded decoder too
@@ -280,8 +281,9 @@ def test_lzma_bomb_past_its_declared_size_is_refused_in_bounded_memory(
 def test_lzma_bomb_that_declares_its_300_mib_is_refused_by_the_manifest_bound(
     tree: Tree, lzma_bomb: bytes
 ) -> None:
-    patch = container(BOMB, [(0, 24, columns(tuples((BOMB, 0, 0)))), (1, BOMB, lzma_bomb),
-                             (0, 0, b"")])
+    patch = container(
+        BOMB, [(0, 24, columns(tuples((BOMB, 0, 0)))), (1, BOMB, lzma_bomb), (0, 0, b"")]
+    )
     with pytest.raises(PatchOutputError, match="declares"):
         tree.apply(patch)
 
@@ -316,8 +318,7 @@ def test_apply_past_the_memory_bound_is_refused(tree: Tree) -> None:
     size = 64 * 1024 * 1024
     zeros = bytes(size)
     body = lzma_raw(zeros, preset=0)
-    patch = container(size, [(0, 24, columns(tuples((0, size, 0)))), (0, 0, b""),
-                             (1, size, body)])
+    patch = container(size, [(0, 24, columns(tuples((0, size, 0)))), (0, 0, b""), (1, size, body)])
     assert D.apply_patch_bytes(OLD, patch, max_output=size) == zeros
     limits = D.ApplyLimits(memory_base=1024 * 1024, memory_per_output_byte=0)
     with pytest.raises(PatchOutputError, match="memory bound"):
