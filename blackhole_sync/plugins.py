@@ -70,6 +70,16 @@ class PluginHost(pluggy.PluginManager):
         return out
 
 
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """Names of hooks ``plugin`` implements that have no spec (and are not optional)."""
+    return sorted(
+        caller.name
+        for caller in pm.get_hookcallers(plugin) or ()
+        if not caller.has_spec()
+        and any(i.plugin is plugin and not i.optionalhook for i in caller.get_hookimpls())
+    )
+
+
 def make_plugin_manager(
     *,
     load_entrypoints: bool = False,
@@ -100,6 +110,11 @@ def make_plugin_manager(
             try:
                 plugin = ep.load()
                 pm.register(plugin, name=ep.name)
+                unknown = _unknown_hooks(pm, plugin)
+                if unknown:
+                    # pluggy accepts these silently and never calls them: refuse the plugin.
+                    pm.unregister(plugin)
+                    raise PluginLoadError(f"implements unknown hooks {', '.join(unknown)}")
             except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the host
                 message = f"{type(exc).__name__}: {exc}"
                 pm.failures.append(PluginFailure(ep.name, message))
