@@ -20,8 +20,10 @@ if TYPE_CHECKING:
     from .transport import TransportSpec
 
 __all__ = [
+    "HOOK_NAMES",
     "PROJECT",
     "HealthCheck",
+    "Hooks",
     "NotificationChannel",
     "PatchCodecLike",
     "ServerFactory",

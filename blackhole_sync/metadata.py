@@ -27,9 +27,12 @@ from .errors import FormatError, UnsafePathError
 from .signing import PrivateKey, PublicKey, Signature, key_id, verify_threshold
 
 __all__ = [
+    "DOCUMENT_TYPES",
     "HASH_ALGORITHMS",
+    "MAX_DEPTH",
     "MAX_INT",
     "MAX_SIZES",
+    "SPEC_VERSION",
     "UPDATE_TYPES",
     "Artifact",
     "Command",
@@ -63,6 +66,8 @@ __all__ = [
     "format_time",
     "parse_time",
     "parse_version",
+    "public_key_to_keyid",
+    "replace",
     "strict_loads",
 ]
 

@@ -31,6 +31,8 @@ __all__ = [
     "PrivateKey",
     "PublicKey",
     "Signature",
+    "WrongKeyKindError",
+    "key_id",
     "load_private_key",
     "load_public_key",
     "verify_threshold",

@@ -21,8 +21,10 @@ __all__ = [
     "VersionComparison",
     "VersionInfo",
     "VersionManager",
+    "VersionSource",
     "compare_versions",
     "sort_versions",
+    "version_key",
 ]
 
 
