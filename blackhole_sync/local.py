@@ -100,7 +100,7 @@ class LocalTransport(BaseTransport):
         path = url_to_path(locator.value)
         try:
             # A short blocking open of a trusted local path; reads below yield between chunks.
-            fileobj: BinaryIO = open(path, "rb")  # noqa: ASYNC230
+            fileobj: BinaryIO = open(path, "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
             raise BlobNotFoundError(f"{locator}: no such file") from e
         except OSError as e:

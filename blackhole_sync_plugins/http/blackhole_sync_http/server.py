@@ -244,7 +244,7 @@ async def _send(
             stats.bytes_sent += len(block)
             position += len(block)
         await response.write_eof()
-    except ConnectionResetError:
+    except ConnectionError:
         pass  # the client went away; nothing more to send
     return response
 
