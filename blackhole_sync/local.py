@@ -198,8 +198,7 @@ def _fsync_dir(path: Path) -> None:
 LOCAL_TRANSPORT_SPEC = TransportSpec(
     name="local",
     factory=LocalTransport,
-    # attrs' frozenset converter leaves mypy with an unsolved type variable.
-    schemes=frozenset({"file"}),  # type: ignore[arg-type]
-    backends=frozenset({"asyncio", "trio"}),  # type: ignore[arg-type]
+    schemes=frozenset({"file"}),
+    backends=frozenset({"asyncio", "trio"}),
     description="a repository directory on this machine (file:// URLs)",
 )

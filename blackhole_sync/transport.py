@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, ClassVar, Protocol, runtime_checkable
 from urllib.parse import urljoin
 
 import anyio
+import anyio.lowlevel
 from attrs import field, frozen
 
 from .errors import (
@@ -236,9 +237,7 @@ class Transport(Protocol):
     name: ClassVar[str]
     capabilities: ClassVar[frozenset[str]]
 
-    async def fetch(
-        self, locator: Locator, sink: Sink, *, max_length: int, start: int = 0
-    ) -> None:
+    async def fetch(self, locator: Locator, sink: Sink, *, max_length: int, start: int = 0) -> None:
         """Stream the content at ``locator`` from byte ``start`` into ``sink``.
 
         ``max_length`` is the cap on the whole content; a transport refuses early when the
@@ -281,9 +280,7 @@ class BaseTransport:
         self.options = options
         self.closed = False
 
-    async def fetch(
-        self, locator: Locator, sink: Sink, *, max_length: int, start: int = 0
-    ) -> None:
+    async def fetch(self, locator: Locator, sink: Sink, *, max_length: int, start: int = 0) -> None:
         raise NotImplementedError
 
     async def publish(self, path: Path, *, sha256: str) -> list[Locator]:
@@ -310,6 +307,10 @@ class BaseTransport:
         await self.aclose()
 
 
+def _names(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(values)
+
+
 @frozen
 class TransportSpec:
     """How a plugin registers a transport (returned from ``blackhole_sync_transports``).
@@ -322,11 +323,9 @@ class TransportSpec:
 
     name: str
     factory: Callable[..., Transport]
-    schemes: frozenset[str] = field(factory=frozenset, converter=frozenset)
-    locator_kinds: frozenset[str] = field(factory=frozenset, converter=frozenset)
-    backends: frozenset[str] = field(
-        default=frozenset({"asyncio", "trio"}), converter=frozenset
-    )
+    schemes: frozenset[str] = field(factory=frozenset, converter=_names)
+    locator_kinds: frozenset[str] = field(factory=frozenset, converter=_names)
+    backends: frozenset[str] = field(default=frozenset({"asyncio", "trio"}), converter=_names)
     description: str = ""
 
     def handles(self, locator: Locator) -> bool:
@@ -348,10 +347,10 @@ def pick_spec(specs: Iterable[TransportSpec], locator: Locator) -> TransportSpec
         "cid": "blackhole-sync-ipfs",
         "ipfs": "blackhole-sync-ipfs",
     }.get(locator.scheme)
-    extra = f"; install {hint} (pip install 'blackhole-sync[{hint.rsplit('-', 1)[1]}]')" if hint else ""
-    raise MissingPluginError(
-        f"no transport plugin handles {locator.scheme!r} locators{extra}"
+    extra = (
+        f"; install {hint} (pip install 'blackhole-sync[{hint.rsplit('-', 1)[1]}]')" if hint else ""
     )
+    raise MissingPluginError(f"no transport plugin handles {locator.scheme!r} locators{extra}")
 
 
 async def fetch_with_fallback(
@@ -390,4 +389,4 @@ async def fetch_with_fallback(
 
 async def checkpoint() -> None:
     """Yield to the event loop (lets cancellation in during long local copies)."""
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()

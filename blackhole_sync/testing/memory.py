@@ -219,8 +219,7 @@ class MemoryTransport(BaseTransport):
 MEMORY_TRANSPORT_SPEC = TransportSpec(
     name="memory",
     factory=MemoryTransport,
-    # attrs' frozenset converter leaves mypy with an unsolved type variable.
-    schemes=frozenset({"memory"}),  # type: ignore[arg-type]
-    backends=frozenset({"asyncio", "trio"}),  # type: ignore[arg-type]
+    schemes=frozenset({"memory"}),
+    backends=frozenset({"asyncio", "trio"}),
     description="an in-process dict, for tests",
 )

@@ -332,8 +332,7 @@ class _Transfer:
 HTTP_TRANSPORT_SPEC = TransportSpec(
     name="http",
     factory=HttpTransport,
-    # attrs' frozenset converter leaves mypy with an unsolved type variable.
-    schemes=frozenset({"http", "https"}),  # type: ignore[arg-type]
-    backends=frozenset({"asyncio"}),  # type: ignore[arg-type]
+    schemes=frozenset({"http", "https"}),
+    backends=frozenset({"asyncio"}),
     description="HTTP(S) origins and mirrors (aiohttp): Range resume, bandwidth limit",
 )
