@@ -197,5 +197,5 @@ async def test_plugin_self_test_failure_fails_the_sandbox(tmp_path: Path, staged
             assert (node_dir / "tree" / "VERSION").exists()
             return f"schema of {version} does not open"
 
-    with pytest.raises(SandboxError, match="check: schema-opens: schema of 2.0.0"):
+    with pytest.raises(SandboxError, match=r"check: schema-opens: schema of 2\.0\.0"):
         await run_sandbox_test(staged, None, py("pass"), checks=[Check()], version="2.0.0")
