@@ -382,8 +382,12 @@ def _channel_name(value: Any, where: str) -> str:
     return value
 
 
-def _drop_unset(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v is not None}
+def _drop_unset(extra: Mapping[str, Any], d: dict[str, Any]) -> dict[str, Any]:
+    """Known fields ``d`` without the unset (None) ones, plus every unknown field as parsed.
+
+    Unknown fields are kept even when null, so canonical bytes round-trip.
+    """
+    return {**extra, **{k: v for k, v in d.items() if v is not None}}
 
 
 # -- building blocks ----------------------------------------------------------------------
@@ -480,7 +484,7 @@ class Command:
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_unset(
-            {**self.extra, "argv": list(self.argv), "timeout": self.timeout, "window": self.window}
+            self.extra, {"argv": list(self.argv), "timeout": self.timeout, "window": self.window}
         )
 
 
@@ -523,14 +527,14 @@ class Member:
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_unset(
+            self.extra,
             {
-                **self.extra,
                 "path": self.path,
                 "mode": self.mode,
                 "type": self.type,
                 "length": self.length,
                 "hashes": None if self.hashes is None else dict(self.hashes),
-            }
+            },
         )
 
 
@@ -662,8 +666,8 @@ class Artifact:
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_unset(
+            self.extra,
             {
-                **self.extra,
                 "name": self.name,
                 "length": self.length,
                 "hashes": dict(self.hashes),
@@ -673,7 +677,7 @@ class Artifact:
                 "unpack": None if self.unpack is None else self.unpack.to_dict(),
                 "locators": [dict(x) for x in self.locators] if self.locators else None,
                 "encryption": None if self.encryption is None else self.encryption.to_dict(),
-            }
+            },
         )
 
 
@@ -715,8 +719,8 @@ class DeltaRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_unset(
+            self.extra,
             {
-                **self.extra,
                 "artifact": self.artifact,
                 "from_version": self.from_version,
                 "source": self.source.to_dict(),
@@ -724,7 +728,7 @@ class DeltaRecord:
                 "output_length": self.output_length,
                 "codec": self.codec,
                 "member": self.member,
-            }
+            },
         )
 
 
@@ -821,15 +825,15 @@ class ConfigChange:
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_unset(
+            self.extra,
             {
-                **self.extra,
                 "key": self.key,
                 "value": self.value,
                 "scope": self.scope,
                 "selector": self.selector,
                 "effective": None if self.effective is None else format_time(self.effective),
                 "rollback_window": self.rollback_window,
-            }
+            },
         )
 
     def applies_to(self, *, region: str | None, node_type: str | None) -> bool:
@@ -863,14 +867,14 @@ class ProtocolInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_unset(
+            self.extra,
             {
-                **self.extra,
                 "version": self.version,
                 "breaking": self.breaking,
                 "migration_required": self.migration_required,
                 "consensus_threshold_bp": self.consensus_threshold_bp,
                 "activation_height": self.activation_height,
-            }
+            },
         )
 
 
@@ -895,12 +899,12 @@ class Compatibility:
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_unset(
+            self.extra,
             {
-                **self.extra,
                 "min_from_version": self.min_from_version,
                 "protocol_versions": list(self.protocol_versions) or None,
                 "deprecated": list(self.deprecated) or None,
-            }
+            },
         )
 
 
@@ -1161,8 +1165,8 @@ class ReleaseManifest:
             return None if x is None else x.to_dict()
 
         return _drop_unset(
+            self.extra,
             {
-                **self.extra,
                 "_type": self.TYPE,
                 "spec_version": SPEC_VERSION,
                 "version": self.version,
@@ -1181,7 +1185,7 @@ class ReleaseManifest:
                 "self_test": opt(self.self_test),
                 "health": opt(self.health),
                 "notes": self.notes or None,
-            }
+            },
         )
 
     def artifact(self, name: str) -> Artifact:
@@ -1481,8 +1485,8 @@ class NodeStatusDoc:
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_unset(
+            self.extra,
             {
-                **self.extra,
                 "_type": self.TYPE,
                 "node_id": self.node_id,
                 "network_id": self.network_id,
@@ -1490,7 +1494,7 @@ class NodeStatusDoc:
                 "expires": format_time(self.expires),
                 "current_version": self.current_version,
                 "state": self.state,
-            }
+            },
         )
 
 
