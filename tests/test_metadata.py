@@ -565,3 +565,13 @@ def test_index_release_in_two_channels_refused(sim: RepoSim) -> None:
 def test_index_version_zero_refused(sim: RepoSim) -> None:
     with pytest.raises(FormatError):
         Index.from_dict(sim.index_signed(0))
+
+
+def test_unknown_null_fields_kept_so_canonical_bytes_round_trip(sim: RepoSim) -> None:
+    """Regression: ``to_dict`` dropped unknown fields whose value is null."""
+    signed = full_manifest(sim)
+    signed["x_null"] = None
+    signed["artifacts"][0]["x_null"] = None
+    signed["health"]["x_null"] = None
+    manifest = ReleaseManifest.from_dict(signed)
+    assert canonical_bytes(manifest.to_dict()) == canonical_bytes(signed)

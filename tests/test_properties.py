@@ -1,0 +1,242 @@
+"""Hypothesis properties of the signed-document formats and of version ordering."""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from blackhole_sync.errors import FormatError, SignatureError
+from blackhole_sync.metadata import (
+    MAX_INT,
+    UPDATE_TYPES,
+    Envelope,
+    Index,
+    ReleaseManifest,
+    Root,
+    canonical_bytes,
+    format_time,
+    parse_version,
+)
+from blackhole_sync.signing import PrivateKey
+from blackhole_sync.versions import VersionComparison, compare_versions, sort_versions
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+KEYS = [PrivateKey.generate() for _ in range(8)]
+
+# -- strategies -----------------------------------------------------------------------------------
+
+ints = st.integers(min_value=0, max_value=MAX_INT)
+texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=20)
+names = st.from_regex(r"[a-z0-9][a-z0-9._-]{0,15}", fullmatch=True)
+file_names = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,30}", fullmatch=True).filter(
+    lambda n: n not in (".", "..")
+)
+sha256 = st.binary(min_size=32, max_size=32).map(bytes.hex)
+times = st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2200, 1, 1)).map(
+    lambda t: format_time(t.replace(microsecond=0, tzinfo=dt.UTC))
+)
+
+numeric_id = st.integers(min_value=0, max_value=10**6).map(str)
+alnum_id = st.from_regex(r"[0-9A-Za-z-]{0,5}[A-Za-z-][0-9A-Za-z-]{0,5}", fullmatch=True)
+prerelease = st.lists(numeric_id | alnum_id, min_size=1, max_size=3).map(".".join)
+core = st.tuples(*[st.integers(min_value=0, max_value=30)] * 3).map(
+    lambda t: "%d.%d.%d" % t  # noqa: UP031
+)
+versions = st.builds(
+    lambda c, pre: c if pre is None else f"{c}-{pre}", core, st.none() | prerelease
+)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | ints | texts,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(texts, inner, max_size=3),
+    max_leaves=8,
+)
+extras = st.dictionaries(names.map(lambda n: "x_" + n), json_values, max_size=2)
+
+
+def metafile() -> st.SearchStrategy[dict[str, Any]]:
+    return st.builds(lambda n, h: {"length": n, "hashes": {"sha256": h}}, ints, sha256)
+
+
+@st.composite
+def roots(draw: st.DrawFn) -> dict[str, Any]:
+    roles = {}
+    used: dict[str, Any] = {}
+    for role in ("root", "release", "index", "governance")[: draw(st.integers(3, 4))]:
+        keys = draw(st.lists(st.sampled_from(KEYS), min_size=1, max_size=4, unique=True))
+        roles[role] = {
+            "keyids": [k.keyid for k in keys],
+            "threshold": draw(st.integers(1, len(keys))),
+            **draw(extras),
+        }
+        used.update({k.keyid: k.public_key.to_dict() for k in keys})
+    return {
+        "_type": "root",
+        "spec_version": "1",
+        "version": draw(st.integers(1, MAX_INT)),
+        "expires": draw(times),
+        "keys": used,
+        "roles": roles,
+        "network_id": draw(names),
+        **draw(extras),
+    }
+
+
+@st.composite
+def indexes(draw: st.DrawFn) -> dict[str, Any]:
+    all_versions = draw(st.lists(versions, max_size=8, unique=True))
+    channels: dict[str, Any] = {}
+    for v in all_versions:
+        ch = channels.setdefault(draw(names), {"releases": {}, "withdrawn": {}})
+        if draw(st.booleans()):
+            ch["releases"][v] = draw(metafile())
+        else:
+            ch["withdrawn"][v] = {"reason": draw(texts)}
+    return {
+        "_type": "index",
+        "spec_version": "1",
+        "version": draw(st.integers(1, MAX_INT)),
+        "expires": draw(times),
+        "channels": channels,
+        "rollouts": draw(st.dictionaries(versions, metafile(), max_size=2)),
+        "halts": draw(st.dictionaries(versions, metafile(), max_size=2)),
+        **draw(extras),
+    }
+
+
+@st.composite
+def artifacts(draw: st.DrawFn, name: str) -> dict[str, Any]:
+    art: dict[str, Any] = {
+        "name": name,
+        "length": draw(ints),
+        "hashes": {"sha256": draw(sha256)},
+        "mode": draw(st.integers(0, 0o777)),
+        "platform": draw(st.sampled_from(["any", "linux", "darwin"])),
+        "arch": draw(st.sampled_from(["any", "x86_64", "aarch64"])),
+        **draw(extras),
+    }
+    if draw(st.booleans()):
+        art["locators"] = [{"kind": "url", "value": "https://example.org/" + name}]
+    return art
+
+
+@st.composite
+def manifests(draw: st.DrawFn) -> dict[str, Any]:
+    file_list = draw(st.lists(file_names, min_size=1, max_size=5, unique=True))
+    doc: dict[str, Any] = {
+        "_type": "release",
+        "spec_version": "1",
+        "version": draw(versions),
+        "type": draw(st.sampled_from(UPDATE_TYPES)),
+        "channel": draw(names),
+        "artifacts": [draw(artifacts(n)) for n in file_list],
+        "released": draw(times),
+        "critical": draw(st.booleans()),
+        "priority": draw(st.integers(0, 1000)),
+        **draw(extras),
+    }
+    if draw(st.booleans()):
+        doc["notes"] = draw(texts.filter(bool))
+    if draw(st.booleans()):
+        doc["compatibility"] = {
+            "min_from_version": draw(versions),
+            "protocol_versions": draw(st.lists(st.integers(0, 100), min_size=1, max_size=3)),
+        }
+    return doc
+
+
+MODELS = {"root": Root, "index": Index, "release": ReleaseManifest}
+documents = st.one_of(
+    roots().map(lambda d: ("root", d)),
+    indexes().map(lambda d: ("index", d)),
+    manifests().map(lambda d: ("release", d)),
+)
+
+
+# -- documents round-trip through bytes ---------------------------------------------------------
+
+
+@SETTINGS
+@given(documents, st.lists(st.sampled_from(KEYS), max_size=3, unique=True))
+def test_documents_round_trip_through_bytes(
+    doc: tuple[str, dict[str, Any]], keys: list[PrivateKey]
+) -> None:
+    kind, signed = doc
+    model = MODELS[kind].from_dict(signed)
+    data = Envelope.sign(model.to_dict(), keys).raw
+    envelope = Envelope.from_bytes(data, expected_type=kind)
+    again = envelope.parse(MODELS[kind].from_dict)
+    assert again == model
+    assert envelope.signed_bytes == canonical_bytes(model.to_dict())
+    assert canonical_bytes(again.to_dict()) == envelope.signed_bytes
+    assert [s.keyid for s in envelope.signatures] == [k.keyid for k in keys]
+    # Any JSON layout of the same document parses to the same canonical bytes.
+    pretty = json.dumps(json.loads(data), indent=1, ensure_ascii=True).encode()
+    assert Envelope.from_bytes(pretty).signed_bytes == envelope.signed_bytes
+
+
+# -- flipping any byte of the signed bytes breaks verification -------------------------------------
+
+RELEASE_KEYS = KEYS[:5]
+FLIP_ROOT = Root.from_dict(
+    {
+        "_type": "root",
+        "spec_version": "1",
+        "version": 1,
+        "expires": "2100-01-01T00:00:00Z",
+        "keys": {k.keyid: k.public_key.to_dict() for k in KEYS},
+        "roles": {
+            "root": {"keyids": [KEYS[7].keyid], "threshold": 1},
+            "index": {"keyids": [KEYS[6].keyid], "threshold": 1},
+            "release": {"keyids": [k.keyid for k in RELEASE_KEYS], "threshold": 3},
+        },
+    }
+)
+
+
+@SETTINGS
+@given(manifests(), st.data())
+def test_flipping_any_signed_byte_fails_verification(
+    signed: dict[str, Any], data: st.DataObject
+) -> None:
+    envelope = Envelope.sign(ReleaseManifest.from_dict(signed).to_dict(), RELEASE_KEYS)
+    FLIP_ROOT.verify_role(Envelope.from_bytes(envelope.raw), "release")  # the original verifies
+    body = bytearray(envelope.signed_bytes)
+    position = data.draw(st.integers(0, len(body) - 1), label="position")
+    body[position] ^= data.draw(st.integers(1, 255), label="mask")
+    sigs = json.dumps([s.to_dict() for s in envelope.signatures]).encode()
+    tampered = b'{"signatures":' + sigs + b',"signed":' + bytes(body) + b"}"
+    with pytest.raises((FormatError, SignatureError)):
+        parsed = Envelope.from_bytes(tampered, expected_type="release")
+        parsed.parse(ReleaseManifest.from_dict)
+        FLIP_ROOT.verify_role(parsed, "release")
+
+
+# -- ordering of accepted versions is total --------------------------------------------------------
+
+
+@SETTINGS
+@given(versions, versions, versions)
+def test_version_ordering_is_total(a: str, b: str, c: str) -> None:
+    for v in (a, b, c):
+        assert parse_version(v) == v
+    ab, ba = compare_versions(a, b), compare_versions(b, a)
+    assert ab == -ba  # antisymmetric
+    assert (ab is VersionComparison.EQUAL) == (a == b)  # consistent with equality
+    if ab <= 0 and compare_versions(b, c) <= 0:
+        assert compare_versions(a, c) <= 0  # transitive
+    ordered = sort_versions([a, b, c])
+    assert all(compare_versions(x, y) <= 0 for x, y in itertools.pairwise(ordered))
+
+
+@SETTINGS
+@given(core, prerelease)
+def test_prerelease_sorts_before_its_release(release: str, pre: str) -> None:
+    assert compare_versions(f"{release}-{pre}", release) is VersionComparison.OLDER
