@@ -17,6 +17,7 @@ touches the node store: the store (or the update manager) wires the rollback.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -85,7 +86,7 @@ class HealthReportResult:
 
     version: str
     results: tuple[CheckResult, ...]
-    started_at: float = 0.0  # the monitor's clock when the round started
+    started_at: float = 0.0  # in a watch: seconds since it started; else the monitor's clock
 
     @property
     def healthy(self) -> bool:
@@ -692,8 +693,6 @@ class CrashLoopGuard:
         self.max_failures = max_failures
 
     def _load(self) -> dict[str, int]:
-        import json
-
         try:
             data = json.loads(self.path.read_bytes()[: 1 << 20])
         except FileNotFoundError:
@@ -705,8 +704,6 @@ class CrashLoopGuard:
         return {str(k): int(v) for k, v in data.items() if isinstance(v, int)}
 
     def _save(self, counts: Mapping[str, int]) -> None:
-        import json
-
         tmp = self.path.with_name(self.path.name + ".tmp")
         with open(tmp, "wb") as f:
             f.write(json.dumps(dict(counts), sort_keys=True).encode())

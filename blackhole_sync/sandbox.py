@@ -640,7 +640,11 @@ async def run_sandbox_test(
     env: Mapping[str, str] | None = None,
 ) -> TestResult:
     """Create a sandbox, run ``command`` in it, remove it. Raises :class:`SandboxError`
-    (one line) when the test failed; returns the passing result otherwise."""
+    (one line) when the test failed; returns the passing result otherwise.
+
+    ``checks`` are plugin self-tests (``blackhole_sync_self_tests``); each is called with the
+    sandbox root as ``node_dir`` (holding ``tree/`` and ``data/``) after the command ran.
+    Isolation that is unavailable here is reported in the result, not a failure."""
     box = UpdateSandbox(
         scratch_dir=scratch_dir,
         memory_limit=memory_limit,
