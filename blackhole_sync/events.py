@@ -1,8 +1,8 @@
 """Update lifecycle events: what notification channels and observers receive.
 
 :class:`UpdateEvent` implements the :class:`blackhole_sync.hookspecs.UpdateEvent` protocol
-(``kind``, ``version``, ``detail``) and adds the time it happened. Events are immutable;
-``detail`` holds JSON-serialisable values only (see :meth:`UpdateEvent.to_dict`).
+(``kind``, ``version``, ``detail``) and adds the time it happened. ``detail`` is a read-only
+mapping holding JSON-serialisable values only (see :meth:`UpdateEvent.to_dict`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any, Final
 
-from attrs import field, frozen
+from attrs import define, field
 
 __all__ = [
     "EVENT_KINDS",
@@ -47,12 +47,14 @@ def _check_time(_inst: object, _attr: object, value: _dt.datetime) -> None:
         raise ValueError("UpdateEvent.time must be timezone-aware")
 
 
-@frozen
+@define
 class UpdateEvent:
     """Something happened to an update on this node.
 
     ``kind`` is one of :data:`EVENT_KINDS` (or a plugin's own kind); ``version`` is the
-    release concerned (None for node-wide events); ``detail`` is JSON-serialisable.
+    release concerned (None for node-wide events); ``detail`` is JSON-serialisable and
+    read-only. Treat events as immutable: the class is not frozen only because the hookspecs
+    protocol declares plain (settable) attributes.
     """
 
     kind: str

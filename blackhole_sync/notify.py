@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Final
 
 import anyio
+import pluggy
 
 from .errors import ConfigurationError
 from .events import event_to_dict
@@ -35,6 +36,7 @@ __all__ = [
     "WebhookChannel",
     "channels_from_config",
     "notify_all",
+    "plugin_channels",
 ]
 
 #: Names of the channels the core provides.
@@ -155,6 +157,15 @@ def channels_from_config(
             "more with the blackhole_sync_notification_channels hook)"
         )
     return chosen
+
+
+def plugin_channels(pm: pluggy.PluginManager) -> list[NotificationChannel]:
+    """The channels plugins register through ``blackhole_sync_notification_channels``,
+    earliest-registered plugin first (so :func:`channels_from_config` prefers it)."""
+    channels: list[NotificationChannel] = []
+    for result in reversed(pm.hook.blackhole_sync_notification_channels()):
+        channels.extend(result)
+    return channels
 
 
 async def notify_all(channels: Sequence[NotificationChannel], event: UpdateEvent) -> None:
