@@ -50,7 +50,10 @@ index private key in ``sign_with`` (it is then re-signed at once) or run
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -63,7 +66,7 @@ import tempfile
 import zipfile
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Concatenate, Literal, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -114,7 +117,11 @@ __all__ = [
     "RepoConfig",
     "Repository",
     "SandboxRunner",
+    "SyncSandboxRunner",
     "UpdateServer",
+    "archive_format",
+    "list_members",
+    "pack_directory",
 ]
 
 #: ``delta_from="auto"``: how many recent published versions get a patch.
@@ -400,6 +407,23 @@ def pack_directory(src: Path, dst: Path) -> None:
                     tf.addfile(info, fh)
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _mutation(
+    fn: Callable[Concatenate[Repository, _P], _R],
+) -> Callable[Concatenate[Repository, _P], _R]:
+    """Run a repository mutation under the repository's write lock."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Repository, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self.locked():
+            return fn(self, *args, **kwargs)
+
+    return wrapper
+
+
 # -- configuration ----------------------------------------------------------------------------
 
 
@@ -509,6 +533,16 @@ class Repository:
     def draft_dir(self, version: str) -> Path:
         return self.drafts_dir / version
 
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the repository's write lock (``.bhsync/lock``, flock) for a mutation."""
+        fd = os.open(self.private_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
     def blob_path(self, sha256: str) -> Path:
         if not _HEX64.match(sha256):
             raise ValueError(f"not a sha256: {sha256!r}")
@@ -597,6 +631,7 @@ class Repository:
         ):
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(repo.private_dir, 0o700)
+        (repo.private_dir / "lock").touch(0o600)
         _write_atomic(repo.private_dir / "config.json", _json(config.to_dict()), 0o600)
         _write_atomic(repo.root_path(1), root_env.raw)
         _write_atomic(repo.root_path(), root_env.raw)
@@ -676,6 +711,7 @@ class Repository:
             raise ValueError(f"key id {value!r} is not (uniquely) a key of root v{root.version}")
         return matches[0]
 
+    @_mutation
     def rotate(
         self,
         *,
@@ -809,6 +845,7 @@ class Repository:
         state.update_index(env.raw)
         return new, env.raw, state
 
+    @_mutation
     def refresh(self, index_key: PrivateKey, *, now: _dt.datetime | None = None) -> Index:
         """Re-sign the index with version+1 and a fresh expiry; no new release."""
         index, data, _ = self._next_index(index_key, _norm_time(now), lambda chans: chans)
@@ -990,6 +1027,7 @@ class Repository:
     def _scratch_tree(self, prepared: _Prepared) -> _ScratchTree:
         return _ScratchTree(self, prepared)
 
+    @_mutation
     def _finalize(self, prepared: _Prepared) -> None:
         target = self.draft_dir(prepared.version)
         shutil.rmtree(prepared.workdir / "packed", ignore_errors=True)
@@ -1249,6 +1287,7 @@ class Repository:
 
     # -- releases: sign, publish, yank ---------------------------------------------------------
 
+    @_mutation
     def sign_release(self, version: str, key: PrivateKey) -> bool:
         """Add one key holder's signature to the draft. False if that key had signed already."""
         if version in self._published():
@@ -1275,6 +1314,7 @@ class Repository:
             out[d.patch.sha256] = d.patch
         return out
 
+    @_mutation
     def publish_release(
         self, version: str, index_key: PrivateKey, *, now: _dt.datetime | None = None
     ) -> Index:
@@ -1320,6 +1360,7 @@ class Repository:
         shutil.rmtree(self.draft_dir(version), ignore_errors=True)
         return index
 
+    @_mutation
     def yank(
         self,
         version: str,
