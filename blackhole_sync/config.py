@@ -49,7 +49,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from attrs import evolve, field, frozen
 
 from .errors import ConfigurationError
-from .metadata import UPDATE_TYPES
+from .metadata import UPDATE_TYPES, Command
 from .policy import (
     DAY_NAMES,
     MODES,
@@ -177,6 +177,52 @@ class NodeConfig:
     def with_policy(self, policy: UpdatePolicy) -> NodeConfig:
         return self.with_updates(policy=policy)
 
+    def update_policy(self) -> UpdatePolicy:
+        """The policy in force (the design's ``UpdatePolicy``); same as :attr:`policy`."""
+        return self.policy
+
+    def notification_channels(self) -> tuple[str, ...]:
+        """The channel names the manual policy notifies through."""
+        return self.policy.manual.notification_channels
+
+    @property
+    def health_timeout(self) -> int:
+        return self.commands.health_timeout
+
+    @property
+    def health_window(self) -> int:
+        return self.commands.health_window
+
+    def self_test_command(self) -> Command | None:
+        """``[commands] self_test`` as a :class:`~blackhole_sync.metadata.Command`, or None."""
+        if not self.commands.self_test:
+            return None
+        return Command(self.commands.self_test, timeout=self.commands.health_timeout)
+
+    def health_command(self) -> Command | None:
+        """``[commands] health`` as a :class:`~blackhole_sync.metadata.Command`, or None.
+
+        Its ``window`` is ``health_window`` (None when 0: check once).
+        """
+        if not self.commands.health:
+            return None
+        return Command(
+            self.commands.health,
+            timeout=self.commands.health_timeout,
+            window=self.commands.health_window or None,
+        )
+
+    def restart_command(self) -> tuple[str, ...] | None:
+        """``[commands] restart`` argv, or None."""
+        return self.commands.restart or None
+
+    def policy_summary(self) -> dict[str, Any]:
+        """The policy section as JSON-serialisable data (``node status --json``)."""
+        data = self.to_dict()
+        summary: dict[str, Any] = dict(data["policy"])
+        summary["window"] = data["window"]
+        return summary
+
     # -- reading -------------------------------------------------------------------------
 
     @classmethod
@@ -187,6 +233,15 @@ class NodeConfig:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{where}: not valid TOML: {exc}") from exc
         return cls.from_dict(data, where)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> NodeConfig:
+        """Read a configuration file (same as :meth:`from_file`)."""
+        return cls.from_file(path)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write this configuration to ``path`` atomically (comments are not kept)."""
+        _atomic_write(Path(path), self.to_toml())
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> NodeConfig:
@@ -297,8 +352,8 @@ class NodeConfig:
             self_test=cmd_t.strings("self_test", non_empty_items=True),
             health=cmd_t.strings("health", non_empty_items=True),
             restart=cmd_t.strings("restart", non_empty_items=True),
-            health_timeout=cmd_t.integer("health_timeout", 60, minimum=1),
-            health_window=cmd_t.integer("health_window", 0),
+            health_timeout=cmd_t.integer("health_timeout", 60, minimum=1, maximum=86_400),
+            health_window=cmd_t.integer("health_window", 0, maximum=30 * 86_400),
         )
         cmd_t.finish()
 
@@ -426,9 +481,14 @@ def write_config(
     ``exclusive``: refuse with :class:`FileExistsError` when the file exists (``node init``).
     """
     text = config.to_toml() if isinstance(config, NodeConfig) else config
+    target = Path(node_dir) / CONFIG_FILE
+    _atomic_write(target, text, exclusive=exclusive)
+    return target
+
+
+def _atomic_write(target: Path, text: str, *, exclusive: bool = False) -> None:
     NodeConfig.from_toml(text)  # never persist what cannot be read back
-    directory = Path(node_dir)
-    target = directory / CONFIG_FILE
+    directory = target.parent
     if exclusive and target.exists():
         raise FileExistsError(f"{target} exists")
     fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".toml", dir=directory)
@@ -451,7 +511,6 @@ def write_config(
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    return target
 
 
 # -- strict reading -------------------------------------------------------------------------

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import collections
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from types import TracebackType
 from typing import Any, Final
 
 import anyio
@@ -329,11 +329,38 @@ class UpdateMetrics:
     _download_end: float | None = field(init=False, default=None, repr=False)
     _peer_times: dict[str, float] = field(init=False, factory=dict, repr=False)
     _resources: ResourceUsage | None = field(init=False, default=None, repr=False)
+    _reported_bytes: int | None = field(init=False, default=None, repr=False)
+    _current_step: tuple[str, float] | None = field(init=False, default=None, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self._speed = SpeedMeter(clock=self.clock)
 
+    def reset(self, version: str | None = None, from_version: str | None = None) -> None:
+        """Forget everything measured and start on a new update (the sampler is kept)."""
+        sampler, clock = self.sampler, self.clock
+        if sampler is not None and sampler.running:
+            sampler.stop()
+        self.__init__(version, from_version, clock=clock, sampler=sampler)  # type: ignore[misc]
+
     # -- downloads ---------------------------------------------------------------------
+
+    def start_download(self, version: str | None = None) -> None:
+        """Start the download clock (and set the target version when given)."""
+        if version is not None:
+            self.version = version
+        self._download_start = self.clock()
+        self._download_end = None
+
+    def finish_download(
+        self, bytes_fetched: int | None = None, duration: float | None = None
+    ) -> None:
+        """Stop the download clock. ``bytes_fetched`` / ``duration``, when the caller counted
+        them itself, take precedence over what the progress events showed."""
+        self._download_end = self.clock()
+        if self._download_start is None or duration is not None:
+            self._download_start = self._download_end - (duration or 0.0)
+        if bytes_fetched is not None:
+            self._reported_bytes = bytes_fetched
 
     def start_artifact(self, name: str, total: int | None = None) -> ArtifactProgress:
         """Declare an artifact (or patch) about to be fetched, with its expected length."""
@@ -346,13 +373,14 @@ class UpdateMetrics:
             progress.total = total
         return progress
 
-    def on_progress(self, name: str, event: ProgressEvent) -> None:
-        """Account a transport progress event for artifact ``name``.
+    def on_progress(self, event: ProgressEvent, artifact: str | None = None) -> None:
+        """Account a transport progress event, for ``artifact`` (default: ``event.source``).
 
         ``event.received`` counts the bytes in the sink; when it goes down the sink was
         reset for another source, and counting restarts (the bytes already fetched stay in
         the totals: they crossed the network).
         """
+        name = artifact if artifact is not None else event.source
         progress = self.start_artifact(name, event.total)
         last = self._last_received.get(name, 0)
         delta = event.received - last if event.received >= last else event.received
@@ -386,6 +414,9 @@ class UpdateMetrics:
 
     @property
     def bytes_fetched(self) -> int:
+        """Bytes that crossed the network (including ones discarded on a retry)."""
+        if self._reported_bytes is not None:
+            return self._reported_bytes
         return self._speed.total
 
     @property
@@ -410,36 +441,51 @@ class UpdateMetrics:
         if self.sampler is not None and not self.sampler.running:
             self.sampler.start()
 
-    def finish_install(self, success: bool, error: BaseException | str | None = None) -> None:
-        """Stop the install clock and the sampler; record the outcome."""
-        if self._install_start is None:
-            self._install_start = self.clock()
+    def finish_install(
+        self,
+        success: bool = True,
+        error: BaseException | str | None = None,
+        *,
+        duration: float | None = None,
+    ) -> None:
+        """Stop the install clock, the current step and the sampler; record the outcome.
+
+        ``duration``, when the caller timed the install itself, takes precedence.
+        """
+        self._end_step()
         self._install_end = self.clock()
+        if self._install_start is None or duration is not None:
+            self._install_start = self._install_end - (duration or 0.0)
         self.installation_success = success
         if error is not None:
             self.record_error(error)
         if self.sampler is not None:
             self._resources = self.sampler.stop()
 
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        """Time one install step (``with metrics.step("verify"): ...``).
+    def step(self, name: str) -> _Step:
+        """Mark the start of install step ``name`` (ending the previous one).
 
-        Takes a resource sample at both boundaries. An exception (not a cancellation)
-        escaping the step is recorded as an installation error and re-raised.
+        Either call it at each step boundary (``metrics.step("switch")``; the last step
+        ends at :meth:`finish_install`), or use it as a context manager
+        (``with metrics.step("verify"): ...``), which ends the step on exit. A resource
+        sample is taken at each boundary. In the ``with`` form an exception (not a
+        cancellation) escaping the step is recorded as an installation error.
         """
+        self._end_step()
         if self.sampler is not None:
             self.sampler.sample()
-        t0 = self.clock()
-        try:
-            yield
-        except Exception as exc:
-            self.record_error(f"{name}: {_error_text(exc)}")
-            raise
-        finally:
-            self.steps[name] = self.steps.get(name, 0.0) + (self.clock() - t0)
-            if self.sampler is not None:
-                self.sampler.sample()
+        self._current_step = (name, self.clock())
+        return _Step(self, name)
+
+    def _end_step(self, name: str | None = None) -> None:
+        current = self._current_step
+        if current is None or (name is not None and current[0] != name):
+            return
+        self._current_step = None
+        step, t0 = current
+        self.steps[step] = self.steps.get(step, 0.0) + (self.clock() - t0)
+        if self.sampler is not None:
+            self.sampler.sample()
 
     def record_error(self, error: BaseException | str) -> None:
         if len(self.installation_errors) < MAX_RECORDED_ERRORS:
@@ -539,6 +585,27 @@ class UpdateMetrics:
         }
 
 
+class _Step:
+    """What :meth:`UpdateMetrics.step` returns: usable as a context manager."""
+
+    def __init__(self, metrics: UpdateMetrics, name: str) -> None:
+        self._metrics = metrics
+        self.name = name
+
+    def __enter__(self) -> _Step:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and isinstance(exc, Exception):
+            self._metrics.record_error(f"{self.name}: {_error_text(exc)}")
+        self._metrics._end_step(self.name)
+
+
 class MetricsObserver:
     """Turns transport progress events into :class:`UpdateMetrics` for one artifact.
 
@@ -557,7 +624,7 @@ class MetricsObserver:
         metrics.start_artifact(artifact, total)
 
     def __call__(self, event: ProgressEvent) -> None:
-        self.metrics.on_progress(self.artifact, event)
+        self.metrics.on_progress(event, self.artifact)
 
     def on_failure(self, locator: Locator, error: BaseException) -> None:
         self.metrics.record_source_failure(f"{locator.kind}:{locator.value}", error)

@@ -45,7 +45,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Final, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Final, Literal, Protocol, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import semver
@@ -347,8 +347,8 @@ def _from_iso(value: Any, where: str) -> _dt.datetime:
 class PolicyState:
     """What the node remembers between decisions, per release version.
 
-    Mutable; :func:`decide` only reads it. Persist it with :meth:`save` / :meth:`load`
-    (or :meth:`to_dict` / :meth:`from_dict`).
+    Mutable; :func:`decide` only reads it. Persist it with :meth:`save` / :meth:`load`,
+    :meth:`to_dict` / :meth:`from_dict`, or bind it to the node store with :meth:`from_meta`.
 
     ``consensus`` maps a version to the network's answer: True reached, False not reached;
     a version absent is unknown. The consensus module reports through :meth:`set_consensus`.
@@ -360,12 +360,49 @@ class PolicyState:
     downloaded: set[str] = field(factory=set)
     notified: set[str] = field(factory=set)
     consensus: dict[str, bool] = field(factory=dict)
+    _set_meta: Callable[[str, str | None], None] | None = field(
+        default=None, init=False, eq=False, repr=False
+    )
+
+    #: The key :meth:`from_meta` reads and bound states write.
+    META_KEY: ClassVar[str] = "policy_state"
+
+    @classmethod
+    def from_meta(
+        cls,
+        get_meta: Callable[[str], str | None],
+        set_meta: Callable[[str, str | None], None] | None = None,
+    ) -> PolicyState:
+        """Read the state from a key/value store (the node store's ``get_meta``).
+
+        With ``set_meta`` the state is bound: every change (:meth:`defer`, :meth:`confirm`,
+        :meth:`mark_downloaded`, ...) is written back at once under :attr:`META_KEY`.
+        """
+        raw = get_meta(cls.META_KEY)
+        if raw is None:
+            state = cls()
+        else:
+            try:
+                obj = json.loads(raw)
+            except ValueError as exc:
+                raise FormatError(f"{cls.META_KEY}: not JSON: {exc}") from exc
+            state = cls.from_dict(obj, cls.META_KEY)
+        state._set_meta = set_meta
+        return state
+
+    def _changed(self) -> None:
+        if self._set_meta is not None:
+            self._set_meta(self.META_KEY, json.dumps(self.to_dict(), sort_keys=True))
 
     def deferral_count(self, version: str) -> int:
         return self.deferrals.get(version, 0)
 
     def defer(
-        self, version: str, policy: UpdatePolicy | ManualUpdatePolicy, *, now: _dt.datetime
+        self,
+        version: str,
+        policy: UpdatePolicy | ManualUpdatePolicy,
+        *,
+        now: _dt.datetime | None = None,
     ) -> int:
         """Record one deferral of ``version``; return how many there have been.
 
@@ -382,23 +419,30 @@ class PolicyState:
                 f"{version}: already deferred {count} time(s), "
                 f"the maximum is {manual.max_deferral_count}"
             )
+        if now is None:
+            now = _dt.datetime.now(_dt.UTC)
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         self.deferrals[version] = count + 1
-        self.deferred_until[version] = now.astimezone(_dt.UTC) + manual.deferral_period
+        until = now.astimezone(_dt.UTC) + manual.deferral_period
+        self.deferred_until[version] = until.replace(microsecond=0)  # as persisted
         self.confirmed.discard(version)
+        self._changed()
         return count + 1
 
     def confirm(self, version: str) -> None:
         """The operator confirmed ``version`` (``node confirm``): it may install now."""
         self.confirmed.add(version)
         self.deferred_until.pop(version, None)
+        self._changed()
 
     def mark_downloaded(self, version: str) -> None:
         self.downloaded.add(version)
+        self._changed()
 
     def mark_notified(self, version: str) -> None:
         self.notified.add(version)
+        self._changed()
 
     def set_consensus(self, version: str, reached: bool | None) -> None:
         """Hook point for the consensus module: True reached, False not, None unknown."""
@@ -406,6 +450,7 @@ class PolicyState:
             self.consensus.pop(version, None)
         else:
             self.consensus[version] = reached
+        self._changed()
 
     def consensus_status(self, version: str) -> bool | None:
         return self.consensus.get(version)
@@ -416,6 +461,7 @@ class PolicyState:
             mapping.pop(version, None)
         for s in (self.confirmed, self.downloaded, self.notified):
             s.discard(version)
+        self._changed()
 
     def to_dict(self) -> dict[str, Any]:
         return {

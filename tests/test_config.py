@@ -231,3 +231,26 @@ def test_toml_writer_escapes_strings() -> None:
     tricky = 'quote " backslash \\ newline \n tab \t del \x7f bell \x07 ünïcode'
     data = {"a": tricky, "t": {"key with space": [tricky], "n": 1.5}}
     assert tomllib.loads(dumps_toml(data)) == data
+
+
+def test_command_helpers(tmp_path: Path) -> None:
+    cfg = NodeConfig.default(sources=["a"])
+    assert cfg.self_test_command() is None and cfg.health_command() is None
+    assert cfg.restart_command() is None
+    cfg = NodeConfig.from_toml(
+        'sources = ["a"]\n[commands]\nself_test = ["t"]\nhealth = ["h", "-q"]\n'
+        'restart = ["r"]\nhealth_timeout = 9\nhealth_window = 30\n'
+    )
+    health = cfg.health_command()
+    assert health is not None and health.argv == ("h", "-q")
+    assert health.timeout == 9 and health.window == 30
+    self_test = cfg.self_test_command()
+    assert self_test is not None and self_test.window is None
+    assert cfg.restart_command() == ("r",)
+    assert cfg.update_policy() is cfg.policy
+    assert cfg.notification_channels() == ("log",)
+    summary = cfg.policy_summary()
+    assert summary["mode"] == "automatic" and summary["window"]["timezone"] == "UTC"
+    path = tmp_path / "config.toml"
+    cfg.save(path)
+    assert NodeConfig.load(path) == cfg

@@ -112,14 +112,14 @@ async def test_snapshot_from_a_real_fetch_with_a_failing_source(tmp_path: Path) 
 def test_progress_in_basis_points_over_several_artifacts() -> None:
     metrics = UpdateMetrics(version="2.0.0")
     assert metrics.download_progress is None
-    metrics.on_progress("a", ProgressEvent(received=250, total=1000, source="s1"))
-    metrics.on_progress("b", ProgressEvent(received=0, total=3000, source="s2"))
+    metrics.on_progress(ProgressEvent(received=250, total=1000, source="s1"), "a")
+    metrics.on_progress(ProgressEvent(received=0, total=3000, source="s2"), "b")
     assert metrics.download_progress == 625  # 250 of 4000
-    metrics.on_progress("b", ProgressEvent(received=3000, total=3000, source="s2"))
+    metrics.on_progress(ProgressEvent(received=3000, total=3000, source="s2"), "b")
     assert metrics.download_progress == 8125
     assert metrics.bytes_by_source == {"s1": 250, "s2": 3000}
     # a sink reset (next source) restarts the count but keeps the bytes fetched
-    metrics.on_progress("a", ProgressEvent(received=100, total=1000, source="s3"))
+    metrics.on_progress(ProgressEvent(received=100, total=1000, source="s3"), "a")
     assert metrics.artifacts["a"].received == 100
     assert metrics.bytes_fetched == 3350
 
@@ -197,3 +197,44 @@ async def test_cancellation_in_a_step_is_not_an_error() -> None:
             await anyio.sleep(5)
     assert metrics.installation_errors == []
     assert "wait" in metrics.steps
+
+
+def test_step_boundaries_without_with() -> None:
+    """The installer reports step names as it goes (store's ``progress(step)``)."""
+    clock = FakeClock()
+    metrics = UpdateMetrics(version="1.1.0", clock=clock, sampler=ResourceSampler())
+    metrics.start_install()
+    metrics.step("verify")
+    clock.now += 2
+    metrics.step("switch")
+    clock.now += 3
+    metrics.finish_install()
+    assert metrics.steps == {"verify": 2.0, "switch": 3.0}
+    assert metrics.installation_duration == 5.0
+    assert metrics.installation_success is True
+    assert metrics.snapshot()["system"]["resources"]["samples"] >= 4
+
+
+def test_caller_counted_download_and_reset() -> None:
+    clock = FakeClock()
+    metrics = UpdateMetrics(clock=clock)
+    metrics.start_download("1.1.0")
+    metrics.on_progress(ProgressEvent(received=500, total=1000, source="abc123"))
+    metrics.on_progress(ProgressEvent(received=1000, total=1000, source="abc123"))
+    clock.now += 4
+    metrics.finish_download(bytes_fetched=1200)
+    snap = metrics.snapshot()["download"]
+    assert snap["bytes_fetched"] == 1200
+    assert snap["duration"] == 4.0
+    assert [a["name"] for a in snap["artifacts"]] == ["abc123"]  # keyed by the event source
+    metrics.finish_install(False, "boom", duration=7.5)
+    assert metrics.installation_duration == 7.5
+    assert metrics.installation_errors == ["boom"]
+    metrics.reset("1.2.0", "1.1.0")
+    assert metrics.version == "1.2.0" and metrics.bytes_fetched == 0
+    assert metrics.snapshot()["install"] == {
+        "duration": None,
+        "success": None,
+        "errors": [],
+        "steps": {},
+    }

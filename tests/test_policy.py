@@ -371,3 +371,25 @@ def test_decision_is_json_serialisable() -> None:
     assert out["action"] == "defer"
     assert out["not_before"] == "2024-01-06T02:00:00Z"
     assert out["max_downtime"] == 300
+
+
+def test_policy_state_bound_to_a_key_value_store() -> None:
+    meta: dict[str, str] = {}
+
+    def set_meta(key: str, value: str | None) -> None:
+        if value is None:
+            meta.pop(key, None)
+        else:
+            meta[key] = value
+
+    state = PolicyState.from_meta(meta.get, set_meta)
+    assert state == PolicyState()
+    assert state.defer("1.1.0", manual(max_deferral_count=1)) == 1  # now defaults to now
+    state.mark_downloaded("1.1.0")
+    reread = PolicyState.from_meta(meta.get)
+    assert reread == state and reread.deferral_count("1.1.0") == 1
+    with pytest.raises(DeferralLimitError):
+        reread.defer("1.1.0", manual(max_deferral_count=1))
+    meta[PolicyState.META_KEY] = "{not json"
+    with pytest.raises(FormatError):
+        PolicyState.from_meta(meta.get)
