@@ -169,11 +169,18 @@ class SchemaMigrator:
             fsync_file(dest)
             checkpoint("migrate.schema_applied")
             return version
+        except sqlite3.Error as exc:
+            _remove_db(dest)
+            raise MigrationError(f"migrating a copy of {self.db_path.name} failed: {exc}") from exc
         except BaseException:
-            for suffix in ("", "-journal", "-wal", "-shm"):
-                with contextlib.suppress(OSError):
-                    os.unlink(f"{dest}{suffix}")
+            _remove_db(dest)
             raise
+
+
+def _remove_db(dest: Path) -> None:
+    for suffix in ("", "-journal", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            os.unlink(f"{dest}{suffix}")
 
 
 # -- configuration ------------------------------------------------------------------------------

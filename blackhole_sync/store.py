@@ -503,12 +503,16 @@ class NodeStore:
         if os.path.lexists(dest):
             raise UnsafePathError(f"{artifact.name}: already staged")
         try:
-            os.link(src, dest)  # never replaces; same file system
+            try:
+                os.link(src, dest)  # never replaces; same file system
+            except OSError:
+                copy_file(src, dest, mode=0o600)
             os.unlink(src)
-        except OSError:
-            copy_file(src, dest, mode=0o600)
-            os.unlink(src)
-        os.chmod(dest, artifact.mode)
+            os.chmod(dest, artifact.mode)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(dest)
+            raise InstallError(f"staging {artifact.name} failed: {exc}") from exc
 
     def stage_archive(self, src: Path, artifact: Artifact, tree: Path) -> None:
         """Safely extract an archive marked to unpack into ``tree`` (members at its root)."""
@@ -517,7 +521,10 @@ class NodeStore:
         if artifact.unpack is None:
             raise FormatError(f"{artifact.name} is not marked to unpack")
         scratch = self.staging_dir / f"x-{secrets.token_hex(8)}"
-        extract_archive(src, artifact.unpack, scratch)
+        try:
+            extract_archive(src, artifact.unpack, scratch)
+        except OSError as exc:
+            raise InstallError(f"extracting {artifact.name} failed: {exc}") from exc
         try:
             tops = sorted(os.listdir(scratch))
             for top in tops:
