@@ -98,11 +98,13 @@ SPEC_VERSION = "1"
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise FormatError(f"duplicate key {key!r}")
-        obj[key] = value
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise FormatError(f"duplicate key {key!r}")
+            seen.add(key)
     return obj
 
 
@@ -124,12 +126,19 @@ def _no_constant(text: str) -> Any:
 def _depth(obj: Any, level: int = 0) -> None:
     if level > MAX_DEPTH:
         raise FormatError(f"nesting deeper than {MAX_DEPTH}")
-    if isinstance(obj, dict):
-        for value in obj.values():
+    children = obj.values() if type(obj) is dict else obj if type(obj) is list else None
+    if not children:
+        return
+    if level + 1 > MAX_DEPTH:  # a scalar member sits one level deeper too
+        raise FormatError(f"nesting deeper than {MAX_DEPTH}")
+    for value in children:
+        if type(value) is dict or type(value) is list:  # only containers nest further
             _depth(value, level + 1)
-    elif isinstance(obj, list):
-        for value in obj:
-            _depth(value, level + 1)
+
+
+#: Valid UTF-8 holds no surrogates, so a lone one can only come from a ``\uD800``-``\uDFFF``
+#: escape; this (over-)matches every such escape.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def strict_loads(data: bytes, *, max_size: int) -> Any:
@@ -157,7 +166,8 @@ def strict_loads(data: bytes, *, max_size: int) -> Any:
     except (ValueError, RecursionError) as exc:
         raise FormatError(f"not valid JSON: {exc}") from exc
     _depth(obj)
-    canonical_bytes(obj)  # refuses lone surrogates
+    if _SURROGATE_ESCAPE.search(text):
+        canonical_bytes(obj)  # refuses lone surrogates (they can only come from \u escapes)
     return obj
 
 
@@ -177,9 +187,15 @@ def canonical_bytes(obj: Any) -> bytes:
 
 T = TypeVar("T")
 _MISSING: Any = object()
-_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z")
+_TIME_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z\Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Names and paths that are plainly safe (ASCII, no leading dot, components of at most 255
+#: bytes): a fast path past the detailed checks, which accept a superset of these.
+_PLAIN_COMPONENT = r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}"
+_PLAIN_NAME = re.compile(_PLAIN_COMPONENT + r"\Z")
+_PLAIN_PATH = re.compile(rf"{_PLAIN_COMPONENT}(?:/{_PLAIN_COMPONENT})*\Z")
 
 
 class _Reader:
@@ -191,22 +207,20 @@ class _Reader:
         self.obj = dict(obj)
         self.where = where
 
-    def _get(self, key: str, required: bool) -> Any:
-        if key not in self.obj:
-            if required:
-                raise FormatError(f"{self.where}: missing field {key!r}")
-            return _MISSING
-        value = self.obj.pop(key)
+    def _absent(self, key: str, value: Any, default: Any) -> Any:
+        """``key`` was missing or null: the default if it may be omitted, else raise."""
         if value is None:
             raise FormatError(f"{self.where}.{key}: null is not allowed (omit the field)")
-        return value
+        if default is _MISSING:
+            raise FormatError(f"{self.where}: missing field {key!r}")
+        return default
 
     def integer(
         self, key: str, default: Any = _MISSING, *, minimum: int = 0, maximum: int = MAX_INT
     ) -> Any:
-        value = self._get(key, default is _MISSING)
-        if value is _MISSING:
-            return default
+        value = self.obj.pop(key, _MISSING)
+        if value is _MISSING or value is None:
+            return self._absent(key, value, default)
         if type(value) is not int:
             raise FormatError(f"{self.where}.{key}: expected an integer")
         if not minimum <= value <= maximum:
@@ -214,17 +228,17 @@ class _Reader:
         return value
 
     def boolean(self, key: str, default: Any = _MISSING) -> Any:
-        value = self._get(key, default is _MISSING)
-        if value is _MISSING:
-            return default
+        value = self.obj.pop(key, _MISSING)
+        if value is _MISSING or value is None:
+            return self._absent(key, value, default)
         if type(value) is not bool:
             raise FormatError(f"{self.where}.{key}: expected true or false")
         return value
 
     def string(self, key: str, default: Any = _MISSING, *, max_len: int = 4096) -> Any:
-        value = self._get(key, default is _MISSING)
-        if value is _MISSING:
-            return default
+        value = self.obj.pop(key, _MISSING)
+        if value is _MISSING or value is None:
+            return self._absent(key, value, default)
         if not isinstance(value, str):
             raise FormatError(f"{self.where}.{key}: expected a string")
         if len(value) > max_len:
@@ -232,13 +246,15 @@ class _Reader:
         return value
 
     def value(self, key: str, default: Any = _MISSING) -> Any:
-        value = self._get(key, default is _MISSING)
-        return default if value is _MISSING else value
+        value = self.obj.pop(key, _MISSING)
+        if value is _MISSING or value is None:
+            return self._absent(key, value, default)
+        return value
 
     def obj_(self, key: str, parse: Callable[[Any, str], T], default: Any = _MISSING) -> Any:
-        value = self._get(key, default is _MISSING)
-        if value is _MISSING:
-            return default
+        value = self.obj.pop(key, _MISSING)
+        if value is _MISSING or value is None:
+            return self._absent(key, value, default)
         return parse(value, f"{self.where}.{key}")
 
     def items(
@@ -249,9 +265,9 @@ class _Reader:
         *,
         max_items: int = 10_000,
     ) -> Any:
-        value = self._get(key, default is _MISSING)
-        if value is _MISSING:
-            return default
+        value = self.obj.pop(key, _MISSING)
+        if value is _MISSING or value is None:
+            return self._absent(key, value, default)
         if not isinstance(value, list):
             raise FormatError(f"{self.where}.{key}: expected a list")
         if len(value) > max_items:
@@ -266,9 +282,9 @@ class _Reader:
         *,
         max_items: int = 100_000,
     ) -> Any:
-        value = self._get(key, default is _MISSING)
-        if value is _MISSING:
-            return default
+        value = self.obj.pop(key, _MISSING)
+        if value is _MISSING or value is None:
+            return self._absent(key, value, default)
         if not isinstance(value, dict):
             raise FormatError(f"{self.where}.{key}: expected an object")
         if len(value) > max_items:
@@ -313,10 +329,12 @@ def parse_version(value: Any, where: str = "version") -> str:
 
 def parse_time(value: Any, where: str = "time") -> _dt.datetime:
     """``YYYY-MM-DDTHH:MM:SSZ`` (UTC, whole seconds) to an aware datetime."""
-    if not isinstance(value, str) or not _TIME_RE.match(value):
+    match = _TIME_RE.match(value) if isinstance(value, str) else None
+    if match is None:  # ASCII digits only: int() and strptime() also take other digits
         raise FormatError(f"{where}: expected YYYY-MM-DDTHH:MM:SSZ")
     try:
-        return _dt.datetime.strptime(value, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=_dt.UTC)
+        year, month, day, hour, minute, second = map(int, match.groups())
+        return _dt.datetime(year, month, day, hour, minute, second, tzinfo=_dt.UTC)
     except ValueError as exc:
         raise FormatError(f"{where}: {value!r} is not a valid time") from exc
 
@@ -327,6 +345,8 @@ def format_time(value: _dt.datetime) -> str:
 
 def check_safe_name(name: Any, where: str = "name") -> str:
     """An artifact name: one path component, safe on every platform we target."""
+    if isinstance(name, str) and _PLAIN_NAME.match(name):
+        return name
     check_safe_path(name, where)
     if "/" in name:
         raise UnsafePathError(f"{where}: {name!r} must be a plain file name")
@@ -335,6 +355,8 @@ def check_safe_name(name: Any, where: str = "name") -> str:
 
 def check_safe_path(path: Any, where: str = "path") -> str:
     """A relative POSIX path that cannot escape its directory."""
+    if isinstance(path, str) and len(path) <= 255 * 16 and _PLAIN_PATH.match(path):
+        return path
     if not isinstance(path, str):
         raise FormatError(f"{where}: expected a string")
     if not path:
@@ -349,7 +371,7 @@ def check_safe_path(path: Any, where: str = "path") -> str:
         raise UnsafePathError(f"{where}: backslash in name {path!r}")
     if path.startswith("/"):
         raise UnsafePathError(f"{where}: absolute name {path!r}")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+    if _CONTROL.search(path):
         raise UnsafePathError(f"{where}: control character in name {path!r}")
     parts = path.split("/")
     if any(part in ("", ".", "..") for part in parts):
@@ -1577,11 +1599,14 @@ class Envelope:
         return {s.keyid for s in self.signatures}
 
 
+_SIG_HEX = re.compile(r"[0-9a-f]{128}\Z")
+
+
 def _signature(value: Any, where: str) -> Signature:
     r = _Reader(value, where)
     kid = _keyid(r.string("keyid", max_len=64), f"{where}.keyid")
     sig = r.string("sig", max_len=128)
-    if not re.fullmatch(r"[0-9a-f]{128}", sig):
+    if not _SIG_HEX.match(sig):
         raise FormatError(f"{where}.sig: expected 128 lowercase hex digits")
     if r.extra():
         raise FormatError(f"{where}: unknown signature fields")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -42,11 +43,11 @@ __all__ = [
 #: Largest key file read (bytes).
 KEY_FILE_MAX = 4096
 
-_HEX = frozenset("0123456789abcdef")
+_HEX = re.compile(r"[0-9a-f]*\Z")
 
 
 def _is_hex(value: str, length: int) -> bool:
-    return len(value) == length and set(value) <= _HEX
+    return len(value) == length and _HEX.match(value) is not None
 
 
 def key_id(raw_public: bytes) -> str:
