@@ -575,3 +575,10 @@ def test_unknown_null_fields_kept_so_canonical_bytes_round_trip(sim: RepoSim) ->
     signed["health"]["x_null"] = None
     manifest = ReleaseManifest.from_dict(signed)
     assert canonical_bytes(manifest.to_dict()) == canonical_bytes(signed)
+
+
+@pytest.mark.parametrize("value", ["\uff12\uff10\uff13\uff10-01-01T00:00:00Z", "2030-01-01T00:00:0\u0663Z"])
+def test_non_ascii_digits_in_time_refused(value: str) -> None:
+    """Regression: ``\\d`` and ``strptime`` accepted other scripts' digits."""
+    with pytest.raises(FormatError):
+        parse_time(value)
