@@ -49,7 +49,6 @@ from .errors import (
 from .events import UpdateEvent
 from .metadata import (
     Artifact,
-    Command,
     Envelope,
     NodeStatusDoc,
     ReleaseManifest,
@@ -430,6 +429,7 @@ class UpdateManager:
         self.metrics = UpdateMetrics(
             version=update.version, from_version=current, sampler=ResourceSampler()
         )
+        self.metrics.start_download(update.version)
         try:
             for artifact in manifest.artifacts_for(self.config.platform, self.config.arch):
                 done = False
@@ -450,11 +450,9 @@ class UpdateManager:
             "delta" if methods == {"delta"} else ("full" if "delta" not in methods else "mixed")
         )
         self.metrics.method = method
-        for name in list(self.metrics.artifacts):
-            self.metrics.finish_artifact(name)
         for source, error in client.stats.failures:
             self.metrics.record_source_failure(source, error)
-        log.info("downloaded %s in %.2fs", update.version, time.monotonic() - started)
+        self.metrics.finish_download(client.stats.bytes_fetched, time.monotonic() - started)
         self._emit("downloaded", update.version, method=method, bytes=client.stats.bytes_fetched)
         return UpdatePackage(
             update.version,
@@ -654,7 +652,7 @@ class UpdateManager:
         duration = time.monotonic() - started
         self.metrics.finish_install(True)
         self._save_metrics()
-        self.policy_state_update(lambda st: st.forget(package.version))
+        self.policy_state().forget(package.version)
         result = UpdateResult(
             package.version, previous, package.method, package.bytes_fetched, duration
         )
@@ -668,14 +666,8 @@ class UpdateManager:
         node_dir = self.node_dir
 
         commands = config.commands
-        self_test = manifest.self_test or (
-            Command(commands.self_test, timeout=commands.health_timeout)
-            if commands.self_test
-            else None
-        )
-        health = manifest.health or (
-            Command(commands.health, timeout=commands.health_timeout) if commands.health else None
-        )
+        self_test = manifest.self_test or config.self_test_command()
+        health = manifest.health or config.health_command()
 
         async def sandbox(tree: Path, data_dir: Path, _manifest: ReleaseManifest) -> None:
             if self_test is None:
@@ -710,11 +702,12 @@ class UpdateManager:
             )
             if handled:
                 return
-            if commands.restart:
+            argv = config.restart_command()
+            if argv:
                 from .health import run_restart_command
 
                 await run_restart_command(
-                    list(commands.restart),
+                    list(argv),
                     timeout=float(commands.health_timeout),
                     env=_command_env(node_dir, version),
                 )
@@ -764,22 +757,13 @@ class UpdateManager:
             index_expires=None if index is None else format_time(index.expires),
             available=tuple(available),
             bad_versions=tuple(v for v in installed + tuple(available) if self.store.is_bad(v)),
-            policy={"mode": self.config.policy.mode, "window": self.config.window.to_dict()},
+            policy=self.config.policy_summary(),
             metrics=self._last_metrics(),
         )
 
     def policy_state(self) -> PolicyState:
-        raw = self.store.get_meta("policy_state")
-        return PolicyState() if raw is None else PolicyState.from_dict(json.loads(raw))
-
-    def save_policy_state(self, state: PolicyState) -> None:
-        self.store.set_meta("policy_state", json.dumps(state.to_dict(), sort_keys=True))
-
-    def policy_state_update(self, change: Callable[[PolicyState], Any]) -> Any:
-        state = self.policy_state()
-        result = change(state)
-        self.save_policy_state(state)
-        return result
+        """The policy's per-release state, bound to the store: changes persist at once."""
+        return PolicyState.from_meta(self.store.get_meta, self.store.set_meta)
 
     def _save_metrics(self) -> None:
         self.store.set_meta(
@@ -809,11 +793,11 @@ class UpdateManager:
             await self._notify(
                 "available", info.version, action=decision.action, reason=decision.reason
             )
-            self.policy_state_update(lambda st: st.mark_notified(info.version))
+            self.policy_state().mark_notified(info.version)
         if decision.action == "download":
             package = await self.download_update(info)
             await self.verify_update(package)
-            self.policy_state_update(lambda st: st.mark_downloaded(info.version))
+            self.policy_state().mark_downloaded(info.version)
             _discard(package)
         elif decision.action == "install":
             package = await self.download_update(info)
