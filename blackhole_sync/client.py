@@ -173,32 +173,39 @@ class NodeUpdateClient:
         return buffer.getvalue()
 
     async def refresh(self, state: TrustedState) -> bool:
-        """Walk the root chain and update the index from the first source that works.
+        """Walk the root chain and take the newest valid index any source offers.
 
-        Returns True when the trusted index changed. A source that cannot deliver is skipped;
-        a source that serves something the trusted state refuses is skipped too, but if no
-        source succeeds, the security error is raised (it outranks download errors).
+        Every source is asked (indexes are small), so one stale mirror cannot hide a release
+        that another source already serves. A source that cannot deliver, or serves something
+        the trusted state refuses (an older index, a bad signature), is skipped. When no source
+        succeeds, the security error is raised if there was one (it outranks download errors).
+        Returns True when the trusted index changed.
         """
+        before = state.index_bytes
         security: SecurityError | None = None
         download: Exception | None = None
+        succeeded = 0
         for source in self.sources:
             try:
                 await self._refresh_root(state, source)
                 state.check_root_fresh()
-                before = state.index_bytes
                 data = await self._fetch_doc(
                     source, "index.json", max_length=MAX_SIZES["index"], expected=None
                 )
                 state.update_index(data)
-                return state.index_bytes != before
+                succeeded += 1
             except SecurityError as exc:
                 log.warning("source %s refused: %s", source, exc)
                 security = security or exc
             except (DownloadError, MissingPluginError) as exc:
                 log.info("source %s unavailable: %s", source, exc)
                 download = exc
+        if succeeded:
+            return state.index_bytes != before
         if security is not None:
             raise security
+        if isinstance(download, BlobNotFoundError):
+            raise SourceUnavailableError(f"no source serves an index yet ({download})")
         raise SourceUnavailableError(f"no source could be reached ({download})")
 
     async def _refresh_root(self, state: TrustedState, source: str) -> None:
