@@ -246,22 +246,37 @@ def cmd_release_build(args: argparse.Namespace) -> int:
         if "auto" in args.delta_from or "none" in args.delta_from:
             raise UsageError("--delta-from auto/none cannot be combined with versions")
         delta_from = list(args.delta_from)
-    manifest = _repo(args.repo).build_release(
-        args.version,
-        [Path(p) for p in args.artifact],
-        update_type=args.type,
-        channel=args.channel,
-        critical=args.critical,
-        priority=args.priority,
-        delta_from=delta_from,
-        encrypt_to=[_recipient(v) for v in args.encrypt_to or ()],
-        unpack=_split_unpack(args),
-        platform=args.platform,
-        arch=args.arch,
-        self_test=Command(tuple(args.self_test)) if args.self_test else None,
-        health=Command(tuple(args.health)) if args.health else None,
-        notes=args.notes or "",
-    )
+    self_test = Command(tuple(args.self_test)) if args.self_test else None
+    health = Command(tuple(args.health)) if args.health else None
+    options: dict[str, Any] = {
+        "update_type": args.type,
+        "channel": args.channel,
+        "critical": args.critical,
+        "priority": args.priority,
+        "delta_from": delta_from,
+        "encrypt_to": [_recipient(v) for v in args.encrypt_to or ()],
+        "unpack": _split_unpack(args),
+        "platform": args.platform,
+        "arch": args.arch,
+        "self_test": self_test,
+        "health": health,
+        "notes": args.notes or "",
+    }
+    repo = _repo(args.repo)
+    artifacts = [Path(p) for p in args.artifact]
+    if (self_test or health) and not args.no_sandbox:
+        # The release's own checks run in a scratch sandbox before the draft is kept.
+        from .sandbox import run_sandbox_test
+
+        async def sandbox(tree: Path, command: Command) -> None:
+            await run_sandbox_test(tree, None, command)
+
+        async def build() -> Any:
+            return await repo.abuild_release(args.version, artifacts, sandbox=sandbox, **options)
+
+        manifest = anyio.run(build)
+    else:
+        manifest = repo.build_release(args.version, artifacts, **options)
     summary = {
         "version": manifest.version,
         "type": manifest.type,
@@ -419,6 +434,21 @@ def _progress_printer(args: argparse.Namespace) -> Callable[[Any], None] | None:
         sys.stdout.flush()
 
     return show
+
+
+def cmd_node_serve(args: argparse.Namespace) -> int:
+    """Serve the node's verified holdings to its neighbours (the edge cache)."""
+    from .mirror import export_mirror
+
+    node = Path(args.node)
+    if not (node / "state.db").exists():
+        raise ConfigurationError(f"{node} is not a node directory (run 'blackhole-sync node init')")
+    result = export_mirror(node)
+    sys.stderr.write(
+        f"blackhole-sync: serving {result.documents} document(s) and {result.blobs} blob(s)\n"
+    )
+    args.repo = str(result.path)
+    return cmd_serve(args)
 
 
 def cmd_node_init(args: argparse.Namespace) -> int:
@@ -810,6 +840,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--arch", default="any")
     p.add_argument("--self-test", nargs="+", metavar="ARG", help="self-test command (argv)")
     p.add_argument("--health", nargs="+", metavar="ARG", help="health check command (argv)")
+    p.add_argument(
+        "--no-sandbox",
+        action="store_true",
+        help="do not run the self-test and health command in a sandbox before keeping the draft",
+    )
     p.add_argument("--notes")
     p = add(
         release,
@@ -868,6 +903,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", default="stable")
     p.add_argument("--region")
     p.add_argument("--node-type")
+    p = add(node, "serve", cmd_node_serve, "serve the node's verified holdings as a mirror")
+    p.add_argument("node")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_port, default=8080)
     p = add(
         node, "check", cmd_node_check, "fetch and verify metadata; list updates", json_flag=True
     )

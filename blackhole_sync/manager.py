@@ -657,6 +657,10 @@ class UpdateManager:
             package.version, previous, package.method, package.bytes_fetched, duration
         )
         self._emit("installed", package.version, result=result.to_dict())
+        if (self.node_dir / "mirror").is_dir():  # keep the edge cache (`node serve`) current
+            from .mirror import export_mirror
+
+            await anyio.to_thread.run_sync(export_mirror, self.node_dir)
         if package.manifest.critical and self.config.policy.critical.notify_after_install:
             await self._notify("installed", package.version, critical=True)
         return result
