@@ -231,6 +231,9 @@ class UpdateManager:
                 self._plugins = make_plugin_manager(load_entrypoints=True)
             options = {"bandwidth_limit": self.config.bandwidth_limit or None}
             options.update(self._transport_options)
+            # transports name their rate limit differently (the HTTP plugin: ``rate_limit``);
+            # the node's bandwidth limit reaches both spellings unless one is given explicitly
+            options.setdefault("rate_limit", options["bandwidth_limit"])
             self._pool = TransportPool.from_plugins(self._plugins, options)
         except BaseException:
             self._store.close()
