@@ -57,7 +57,7 @@ def docs(session: nox.Session) -> None:
 @nox.session
 def examples(session: nox.Session) -> None:
     install_project(session, *TEST_DEPS)
-    session.run("pytest", "tests/test_examples.py")
+    session.run("pytest", "tests/test_examples.py", *session.posargs)
 
 
 @nox.session
@@ -71,6 +71,6 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job: build, sign, publish and install a release end to end."""
+    """The main job: a local network of nodes updating from an origin and each other."""
     install_project(session)
-    session.run("python", "examples/release_end_to_end.py", *session.posargs)
+    session.run("blackhole-sync", "demo", *session.posargs)

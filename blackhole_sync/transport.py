@@ -30,7 +30,6 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, ClassVar, Protocol, runtime_checkable
-from urllib.parse import urljoin
 
 import anyio
 import anyio.lowlevel
@@ -99,10 +98,14 @@ class Locator:
 
 
 def join_url(base: str, relpath: str) -> str:
-    """Join a repository base URL and a relative path (``blobs/<hex>``), keeping the base path."""
-    if not base.endswith("/"):
-        base += "/"
-    return urljoin(base, relpath)
+    """Join a repository base URL and a relative path (``blobs/<hex>``), keeping the base path.
+
+    Plain concatenation, so it works for any scheme a plugin adds (``urljoin`` only knows
+    a fixed list of schemes).
+    """
+    if relpath.startswith("/") or "://" in relpath:
+        raise ValueError(f"not a relative repository path: {relpath!r}")
+    return (base if base.endswith("/") else base + "/") + relpath
 
 
 @frozen
