@@ -7,8 +7,10 @@ next time the policy asked to be consulted, whichever is sooner). SIGTERM and SI
 cleanly between steps; an install in progress is never interrupted half way (the store's
 journal would finish or undo it on the next start anyway).
 
-A version whose service fails to start repeatedly is abandoned: after ``max_start_failures``
-failed health checks in a row it is marked bad and never retried automatically.
+Each cycle first watches the current version's health
+(:meth:`UpdateManager.confirm_current_health`): it is marked good once its health window has
+passed, and abandoned -- rolled back and marked bad, never retried automatically -- after
+``MAX_START_FAILURES`` failed checks in a row.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ async def run_cycle(node_dir: Path) -> tuple[str, float | None]:
     from .manager import UpdateManager
 
     async with UpdateManager(node_dir) as manager:
+        health = await manager.confirm_current_health()
+        if health in ("unhealthy", "abandoned"):
+            return f"current version {health}", None
         result = await manager.sync_with_network()
         if result.error is not None:
             return f"check failed: {result.error}", None

@@ -53,6 +53,7 @@ from .metadata import (
     NodeStatusDoc,
     ReleaseManifest,
     format_time,
+    parse_time,
 )
 from .metrics import ResourceSampler, UpdateMetrics
 from .plugins import PluginHost, make_plugin_manager
@@ -75,6 +76,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 IDENTITY_KEY = "identity.key"
+#: Consecutive failed health checks after which the agent abandons a version.
+MAX_START_FAILURES = 3
 
 
 def _utcnow() -> _dt.datetime:
@@ -349,13 +352,17 @@ class UpdateManager:
         client = self._client()
         self._emit("checking")
         await client.refresh(state)
-        self._persist_state(state)
-        self._state = state
         current = self.store.current_version()
         infos: list[UpdateInfo] = []
+        fetched: list[tuple[str, bytes]] = []
         for version in self._candidates(state, current):
-            data = await self._manifest_bytes(state, client, version)
+            data = await self._manifest_bytes(state, client, version, fetched=fetched)
             infos.append(UpdateInfo.of(state.manifest(version), data))
+        # persisted only once every listed manifest verified: a refusal leaves trust/ as it was
+        self._persist_state(state)
+        for version, data in fetched:
+            self._persist_manifest(version, data)
+        self._state = state
         self.store.set_meta("last_check", format_time(state.reference_time))
         ordered = sorted(infos, key=lambda i: (i.priority, version_key(i.version)), reverse=True)
         self._emit("checked", None, available=[i.version for i in ordered])
@@ -373,7 +380,12 @@ class UpdateManager:
         return out
 
     async def _manifest_bytes(
-        self, state: TrustedState, client: NodeUpdateClient, version: str
+        self,
+        state: TrustedState,
+        client: NodeUpdateClient,
+        version: str,
+        *,
+        fetched: list[tuple[str, bytes]] | None = None,
     ) -> bytes:
         listed = state.require_index().all_releases()[version]
         cached = self.trust_dir / "manifests" / f"{version}.json"
@@ -383,7 +395,10 @@ class UpdateManager:
                 state.update_manifest(version, data)
                 return data
         data = await client.fetch_manifest(state, version)
-        self._persist_manifest(version, data)
+        if fetched is None:
+            self._persist_manifest(version, data)
+        else:
+            fetched.append((version, data))
         return data
 
     async def resolve(self, version: str | None = None) -> UpdateInfo | None:
@@ -422,6 +437,16 @@ class UpdateManager:
         """Fetch and stage ``update``: by delta patches where possible, else in full."""
         manifest = update.manifest
         started = time.monotonic()
+        need = self.store.required_space(
+            manifest, platform=self.config.platform, arch=self.config.arch
+        )
+        self.store.check_space(
+            need
+            + sum(
+                a.blob.length
+                for a in manifest.artifacts_for(self.config.platform, self.config.arch)
+            )
+        )
         tree = self.store.new_staging_dir()
         work = staging = self.store.new_staging_dir()
         client = self._client()
@@ -846,6 +871,45 @@ class UpdateManager:
         envelope = Envelope.sign(doc.to_dict(), [key])
         self.plugins.hook.blackhole_sync_broadcast_status(status=doc.to_dict(), signed=envelope.raw)
         return envelope.raw
+
+    async def confirm_current_health(self) -> str:
+        """The agent's post-install watch over the current version (no crash loop).
+
+        A version is marked good only once its health window (the release's ``health.window``
+        or ``[commands] health_window``) has passed with its health check passing. Each failed
+        check counts one failed start; after :data:`MAX_START_FAILURES` in a row the version is
+        abandoned: rolled back and marked bad, so it is never retried automatically.
+        Returns "none", "good", "watching", "unhealthy" or "abandoned".
+        """
+        current = self.store.current_version()
+        if current is None:
+            return "none"
+        info = next((v for v in self.store.installed_versions() if v.version == current), None)
+        if info is None or self.store.version_state(current) == "good":
+            return "good"
+        manifest = self.store.stored_manifest(current)
+        command = manifest.health or self.config.health_command()
+        hooks = self._install_hooks(manifest)
+        assert hooks.health is not None
+        try:
+            await hooks.health(current, manifest)
+        except BlackholeSyncError as exc:
+            failures = self.store.record_start_failure(current)
+            self._emit("unhealthy", current, failures=failures, error=str(exc))
+            if failures < MAX_START_FAILURES:
+                return "unhealthy"
+            target = await self.rollback()
+            self.store.mark_bad(current, f"failed {failures} health checks in a row: {exc}")
+            self._emit("abandoned", current, rolled_back_to=target)
+            await self._notify("rolled-back", current, reason=str(exc), to=target)
+            return "abandoned"
+        window = (command.window if command is not None else None) or self.config.health_window
+        installed = parse_time(info.installed_at) if info.installed_at else None
+        if installed is not None and (self._clock() - installed).total_seconds() < window:
+            return "watching"
+        self.store.mark_good(current)
+        self._emit("healthy", current)
+        return "good"
 
     # -- local operations ---------------------------------------------------------------------
 

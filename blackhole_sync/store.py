@@ -664,6 +664,11 @@ class NodeStore:
         ).fetchone()
         return None if row is None else str(row[0])
 
+    def version_state(self, version: str) -> str | None:
+        """The recorded state of ``version`` ("installed", "good", "bad"), None if unknown."""
+        row = self.db.execute("SELECT state FROM versions WHERE version=?", (version,)).fetchone()
+        return None if row is None else str(row[0])
+
     def mark_good(self, version: str) -> None:
         """``version`` passed its health window: clear its start failures."""
         self._writable()
