@@ -1,0 +1,86 @@
+"""The update agent's post-install watch: good after the window, abandoned after a crash loop."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+
+import anyio
+import pytest
+
+from blackhole_sync.config import default_config_text
+from blackhole_sync.manager import MAX_START_FAILURES, UpdateManager
+from blackhole_sync.metadata import Command
+from blackhole_sync.publisher import Repository
+from blackhole_sync.signing import PrivateKey, write_key_pair
+from blackhole_sync.store import NodeStore
+
+HEALTH = ("sh", "-c", 'test ! -e "$BLACKHOLE_SYNC_NODE/make-health-fail"')
+
+
+def setup(tmp_path: Path, window: int | None) -> Path:
+    key = PrivateKey.generate()
+    repo = Repository.init(
+        tmp_path / "repo",
+        root_keys=[key.public_key],
+        root_threshold=1,
+        release_keys=[key.public_key],
+        release_threshold=1,
+        index_key=key,
+        sign_with=[key],
+    )
+    for version in ("1.0.0", "1.1.0"):
+        (tmp_path / "app").write_bytes(f"app {version}\n".encode() * 100)
+        repo.build_release(
+            version, [tmp_path / "app"], health=Command(HEALTH, timeout=10, window=window)
+        )
+        repo.sign_release(version, key)
+        repo.publish_release(version, key)
+    node = tmp_path / "node"
+    NodeStore.create(
+        node,
+        root_bytes=(tmp_path / "repo" / "root.json").read_bytes(),
+        config_text=default_config_text(sources=[str(tmp_path / "repo")], channel="stable"),
+    ).close()
+    write_key_pair(node / "identity.key")
+    return node
+
+
+async def install(node: Path, version: str) -> None:
+    async with UpdateManager(node) as manager:
+        await manager.update(version)
+
+
+async def watch(node: Path, clock: _dt.datetime | None = None) -> str:
+    kwargs = {} if clock is None else {"clock": lambda: clock}
+    async with UpdateManager(node, **kwargs) as manager:
+        return await manager.confirm_current_health()
+
+
+@pytest.mark.anyio
+async def test_version_failing_health_on_every_start_is_abandoned_not_crash_looped(
+    tmp_path: Path,
+) -> None:
+    node = setup(tmp_path, window=None)
+    await install(node, "1.0.0")
+    await install(node, "1.1.0")
+    (node / "make-health-fail").touch()  # the new version stops being healthy after install
+    results = [await watch(node) for _ in range(MAX_START_FAILURES)]
+    assert results == ["unhealthy"] * (MAX_START_FAILURES - 1) + ["abandoned"]
+    with NodeStore.open(node) as store:
+        assert store.current_version() == "1.0.0"
+        assert store.is_bad("1.1.0")
+    (node / "make-health-fail").unlink()
+    async with UpdateManager(node) as manager:  # a bad version is never offered again
+        assert [u.version for u in await manager.check_for_updates()] == []
+
+
+@pytest.mark.anyio
+async def test_version_is_marked_good_only_after_its_health_window(tmp_path: Path) -> None:
+    node = setup(tmp_path, window=3600)
+    await install(node, "1.0.0")
+    assert await watch(node) == "watching"
+    later = _dt.datetime.now(_dt.UTC) + _dt.timedelta(hours=2)
+    assert await watch(node, later) == "good"
+    with NodeStore.open(node) as store:
+        assert store.version_state("1.0.0") == "good"
