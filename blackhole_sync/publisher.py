@@ -460,8 +460,8 @@ class RepoConfig:
     def check(self) -> None:
         if not 1 <= self.root_expires_days <= 36_500:
             raise ValueError("root expiry must be 1..36500 days")
-        if not 60 <= self.index_expires_seconds <= 366 * 86_400:
-            raise ValueError("index expiry must be 60 seconds .. 366 days")
+        if not 1 <= self.index_expires_seconds <= 366 * 86_400:
+            raise ValueError("index expiry must be 1 second .. 366 days")
         _check_name(self.network_id, "network id")
 
 
