@@ -225,7 +225,9 @@ def serve(repo: Path, *extra: str) -> Iterator[Server]:
 # -- nodes ----------------------------------------------------------------------------------------
 
 
-def init_node(node: Path, root: Path, *sources: str | os.PathLike[str], extra: Sequence[str] = ()) -> dict[str, Any]:
+def init_node(
+    node: Path, root: Path, *sources: str | os.PathLike[str], extra: Sequence[str] = ()
+) -> dict[str, Any]:
     args: list[str | os.PathLike[str]] = ["node", "init", node, "--trust", root]
     for source in sources:
         args += ["--source", source]
