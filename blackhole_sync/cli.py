@@ -103,6 +103,16 @@ def _nonneg_int(value: str) -> int:
     return number
 
 
+def _semver(value: str) -> str:
+    """A release version argument: semver without build metadata, else a usage error."""
+    from .metadata import parse_version
+
+    try:
+        return parse_version(value, "version")
+    except FormatError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _port(value: str) -> int:
     number = _nonneg_int(value)
     if number > 65535:
@@ -808,7 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
         json_flag=True,
     )
     p.add_argument("repo")
-    p.add_argument("--version", required=True)
+    p.add_argument("--version", required=True, type=_semver)
     p.add_argument("--artifact", action="append", required=True, metavar="FILE")
     p.add_argument(
         "--type", choices=["binary", "configuration", "protocol", "schema"], default="binary"
@@ -854,7 +864,7 @@ def build_parser() -> argparse.ArgumentParser:
         json_flag=True,
     )
     p.add_argument("repo")
-    p.add_argument("--version", required=True)
+    p.add_argument("--version", required=True, type=_semver)
     p.add_argument("--key", required=True, metavar="KEY")
     p = add(
         release,
@@ -864,13 +874,13 @@ def build_parser() -> argparse.ArgumentParser:
         json_flag=True,
     )
     p.add_argument("repo")
-    p.add_argument("--version", required=True)
+    p.add_argument("--version", required=True, type=_semver)
     p.add_argument("--index-key", required=True, metavar="KEY")
     p = add(release, "list", cmd_release_list, "list releases", json_flag=True)
     p.add_argument("repo")
     p = add(release, "show", cmd_release_show, "show one release", json_flag=True)
     p.add_argument("repo")
-    p.add_argument("--version", required=True)
+    p.add_argument("--version", required=True, type=_semver)
     p = add(
         release,
         "yank",
@@ -879,7 +889,7 @@ def build_parser() -> argparse.ArgumentParser:
         json_flag=True,
     )
     p.add_argument("repo")
-    p.add_argument("--version", required=True)
+    p.add_argument("--version", required=True, type=_semver)
     p.add_argument("--index-key", required=True, metavar="KEY")
     p.add_argument("--reason")
 
@@ -919,7 +929,7 @@ def build_parser() -> argparse.ArgumentParser:
         json_flag=True,
     )
     p.add_argument("node")
-    p.add_argument("--version")
+    p.add_argument("--version", type=_semver)
     p.add_argument("--no-delta", action="store_true", help="download full artifacts only")
     p = add(node, "status", cmd_node_status, "the node's versions and state", json_flag=True)
     p.add_argument("node")
@@ -931,7 +941,7 @@ def build_parser() -> argparse.ArgumentParser:
         json_flag=True,
     )
     p.add_argument("node")
-    p.add_argument("--version")
+    p.add_argument("--version", type=_semver)
     p = add(node, "history", cmd_node_history, "install and rollback history", json_flag=True)
     p.add_argument("node")
     p = add(node, "run", cmd_node_run, "the update agent: follows the policy until stopped")
@@ -948,10 +958,10 @@ def build_parser() -> argparse.ArgumentParser:
         json_flag=True,
     )
     p.add_argument("node")
-    p.add_argument("--version")
+    p.add_argument("--version", type=_semver)
     p = add(node, "defer", cmd_node_defer, "defer a pending update (manual policy)", json_flag=True)
     p.add_argument("node")
-    p.add_argument("--version")
+    p.add_argument("--version", type=_semver)
     p = add(
         node,
         "verify",
