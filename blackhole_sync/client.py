@@ -13,13 +13,17 @@ trusted until :class:`~blackhole_sync.trust.TrustedState` accepted it.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+import anyio
+import anyio.lowlevel
 import sniffio
 from attrs import define, field, frozen
 
@@ -36,6 +40,7 @@ from .local import path_to_url
 from .metadata import MAX_SIZES, MetaFile
 from .plugins import PluginHost
 from .transport import (
+    CAP_RANGE,
     Locator,
     ProgressEvent,
     Transport,
@@ -44,6 +49,7 @@ from .transport import (
     fetch_with_fallback,
     join_url,
     pick_spec,
+    read_range,
 )
 from .trust import MAX_ROOT_ROTATIONS, TrustedState
 
@@ -70,6 +76,12 @@ class ClientLimits:
 
     max_root_rotations: int = MAX_ROOT_ROTATIONS
     max_blob_length: int = 64 * 1024**3
+    #: Blobs at least this large are split into ranges fetched from several sources at once.
+    parallel_min_length: int = 8 * 1024**2
+    #: Size of one range in a parallel fetch (the most one source can waste on a race).
+    parallel_chunk: int = 4 * 1024**2
+    #: Sources used at once in a parallel fetch.
+    parallel_sources: int = 4
 
 
 @define
@@ -149,6 +161,7 @@ class NodeUpdateClient:
         self.limits = limits or ClientLimits()
         self.progress = progress
         self.stats = FetchStats()
+        self._parallel_received = 0
 
     # -- small documents ------------------------------------------------------------------------
 
@@ -280,6 +293,22 @@ class NodeUpdateClient:
         received = 0
         try:
             with os.fdopen(fd, "w+b") as fileobj:
+                ranged = _distinct([c for c in candidates if CAP_RANGE in c[0].capabilities])
+                if len(ranged) >= 2 and meta.length >= self.limits.parallel_min_length:
+                    try:
+                        await self._fetch_parallel(meta, fileobj, ranged)
+                        fileobj.flush()
+                        os.fsync(fileobj.fileno())
+                        return self._parallel_received
+                    except (DownloadError, LengthOrHashMismatchError) as exc:
+                        log.warning(
+                            "parallel fetch of %s failed (%s); fetching it whole",
+                            meta.sha256[:12],
+                            exc,
+                        )
+                        received += self._parallel_received
+                        fileobj.seek(0)
+                        fileobj.truncate()
                 sink = _CountingSink(
                     fileobj,
                     max_length=meta.length,
@@ -293,14 +322,89 @@ class NodeUpdateClient:
                         candidates, sink, on_failure=self.stats.record_failure
                     )
                 finally:
-                    received = sink.total_written
-                    self.stats.bytes_fetched += received
+                    received += sink.total_written
+                    self.stats.bytes_fetched += sink.total_written
                 fileobj.flush()
                 os.fsync(fileobj.fileno())
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
         return received
+
+    async def _fetch_parallel(
+        self, meta: MetaFile, fileobj: BinaryIO, sources: Sequence[tuple[Transport, Locator]]
+    ) -> None:
+        """Fetch ``meta`` by ranges from several sources at once into ``fileobj``.
+
+        Sources pull the next range from a shared queue, so a faster source fetches more of
+        them; when the queue is empty an idle source races a range still in flight (the first
+        answer wins), so a slow source cannot hold up the end. A source that fails is dropped
+        and its range goes back to the queue. Ranges carry no hashes of their own: the whole
+        file is verified at the end, and any failure makes the caller fetch it whole instead.
+        """
+        chunk = self.limits.parallel_chunk
+        count = -(-meta.length // chunk)
+        pending = deque(range(count))
+        done: set[int] = set()
+        attempts: dict[int, int] = {}
+        self._parallel_received = 0
+
+        async def worker(transport: Transport, locator: Locator) -> None:
+            while len(done) < count:
+                if pending:
+                    index = pending.popleft()
+                else:
+                    racing = [i for i, n in attempts.items() if i not in done and n < 2]
+                    if not racing:
+                        return
+                    index = racing[0]
+                attempts[index] = attempts.get(index, 0) + 1
+                start = index * chunk
+                length = min(chunk, meta.length - start)
+                try:
+                    data = await read_range(
+                        transport, locator, start, length, max_length=meta.length
+                    )
+                except (DownloadError, LengthOrHashMismatchError) as exc:
+                    attempts[index] -= 1
+                    if index not in done and attempts[index] == 0 and index not in pending:
+                        pending.append(index)
+                    self.stats.record_failure(locator, exc)
+                    return
+                self._parallel_received += len(data)
+                self.stats.bytes_fetched += len(data)
+                await anyio.lowlevel.checkpoint()  # let the other sources take their turn
+                if index in done:
+                    continue  # another source won the race for this range
+                fileobj.seek(start)
+                fileobj.write(data)
+                done.add(index)
+                if self.progress is not None:
+                    got = sum(min(chunk, meta.length - i * chunk) for i in done)
+                    self.progress(ProgressEvent(got, meta.length, meta.sha256[:12]))
+
+        async with anyio.create_task_group() as tg:
+            for transport, locator in sources[: self.limits.parallel_sources]:
+                tg.start_soon(worker, transport, locator)
+        if len(done) < count:
+            raise DownloadError(f"parallel fetch: {count - len(done)} range(s) not fetched")
+        fileobj.flush()
+        fileobj.seek(0)
+        digest = hashlib.sha256()
+        while block := fileobj.read(1 << 20):
+            digest.update(block)
+        if fileobj.tell() != meta.length or digest.hexdigest() != meta.sha256:
+            raise LengthOrHashMismatchError("parallel fetch: the assembled blob does not verify")
+
+
+def _distinct(candidates: Sequence[tuple[Transport, Locator]]) -> list[tuple[Transport, Locator]]:
+    seen: set[str] = set()
+    out = []
+    for transport, locator in candidates:
+        if str(locator) not in seen:
+            seen.add(str(locator))
+            out.append((transport, locator))
+    return out
 
 
 class _CountingSink(VerifyingSink):

@@ -57,6 +57,7 @@ __all__ = [
     "TransportSpec",
     "VerifyingSink",
     "fetch_with_fallback",
+    "read_range",
     "join_url",
 ]
 
@@ -312,6 +313,55 @@ class BaseTransport:
 
 def _names(values: Iterable[str]) -> frozenset[str]:
     return frozenset(values)
+
+
+class _RangeDone(Exception):
+    """Internal: a ranged read has all its bytes; stops the underlying stream."""
+
+
+class _RangeBuffer:
+    """A sink that keeps exactly ``length`` bytes starting at ``start``, then stops."""
+
+    def __init__(self, start: int, length: int) -> None:
+        self._start = start
+        self._length = length
+        self.data = bytearray()
+
+    @property
+    def received(self) -> int:
+        return self._start + len(self.data)
+
+    async def write(self, data: bytes) -> None:
+        room = self._length - len(self.data)
+        self.data += data[:room]
+        if len(self.data) >= self._length:
+            raise _RangeDone
+
+
+async def read_range(
+    transport: Transport, locator: Locator, start: int, length: int, *, max_length: int
+) -> bytes:
+    """Exactly ``length`` bytes at ``start`` of ``locator`` (for parallel multi-source fetches).
+
+    Uses the transport's own ``read_range`` when it has one (HTTP asks for just that range);
+    otherwise it streams from ``start`` with :meth:`Transport.fetch` and stops once it has the
+    bytes. Raises :class:`DownloadError` when the source ends early.
+    """
+    if start < 0 or length < 0 or start + length > max_length:
+        raise ValueError(f"bad range {start}+{length} (cap {max_length})")
+    own = getattr(transport, "read_range", None)
+    if callable(own):
+        data = await own(locator, start, length, max_length=max_length)
+        return bytes(data)
+    buffer = _RangeBuffer(start, length)
+    if length:
+        try:
+            await transport.fetch(locator, buffer, max_length=max_length, start=start)
+        except _RangeDone:
+            pass
+    if len(buffer.data) != length:
+        raise DownloadError(f"{locator}: got {len(buffer.data)} of {length} range bytes")
+    return bytes(buffer.data)
 
 
 @frozen
