@@ -625,8 +625,20 @@ def cmd_node_verify(args: argparse.Namespace) -> int:
     async def run() -> dict[str, Any]:
         async with _manager(args) as manager:
             current = manager.store.current_version()
-            problems = manager.store.verify_installed(None)
-            return {"current_version": current, "ok": not problems, "problems": problems}
+            problems: list[str] = []
+            checked = []
+            for info in manager.store.installed_versions():  # every tree, not just current
+                checked.append(info.version)
+                problems += [
+                    p if info.version in p else f"{info.version}: {p}"
+                    for p in manager.store.verify_installed(info.version)
+                ]
+            return {
+                "current_version": current,
+                "checked": checked,
+                "ok": not problems,
+                "problems": problems,
+            }
 
     result = anyio.run(run)
     _emit(
@@ -647,7 +659,8 @@ def cmd_node_verify(args: argparse.Namespace) -> int:
 def cmd_node_prune(args: argparse.Namespace) -> int:
     async def run() -> list[str]:
         async with _manager(args) as manager:
-            removed: list[str] = manager.store.prune(args.keep)
+            # the operator's count is the whole count: the rollback target is not kept extra
+            removed: list[str] = manager.store.prune(args.keep, keep_rollback_target=False)
             return removed
 
     removed = anyio.run(run)

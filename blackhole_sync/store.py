@@ -1300,15 +1300,17 @@ class NodeStore:
 
     # -- prune --------------------------------------------------------------------------------
 
-    def prune(self, keep: int) -> list[str]:
-        """Keep the ``keep`` newest versions plus the current one and the rollback target."""
+    def prune(self, keep: int, *, keep_rollback_target: bool = True) -> list[str]:
+        """Keep the ``keep`` newest versions plus the current one (and the rollback target,
+        unless ``keep_rollback_target=False``: an operator's explicit ``node prune``)."""
         self._writable()
         if keep < 0:
             raise ValueError("keep must be >= 0")
         current = self.current_version()
         protected = {current} if current else set()
-        with contextlib.suppress(NoSuchVersionError):
-            protected.add(self.rollback_target())
+        if keep_rollback_target:
+            with contextlib.suppress(NoSuchVersionError):
+                protected.add(self.rollback_target())
         versions = [i.version for i in self.installed_versions()]
         good = [v for v in versions if not self.is_bad(v)]
         newest = set(sort_versions(good, reverse=True)[:keep])
