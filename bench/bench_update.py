@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from blackhole_sync_http.server import serve_repository
 
 from blackhole_sync.config import default_config_text
 from blackhole_sync.manager import UpdateManager
 from blackhole_sync.publisher import Repository
 from blackhole_sync.signing import PrivateKey, write_key_pair
 from blackhole_sync.store import NodeStore
-from blackhole_sync_http.server import serve_repository
 
 MAX_BYTES_RATIO = 0.05
 MAX_TIME_RATIO = 0.25
