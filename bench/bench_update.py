@@ -85,7 +85,7 @@ async def update(node: Path, version: str, **options: Any) -> tuple[float, Any]:
 async def main(size: int, limit: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench_update-") as tmp:
         base = Path(tmp)
-        repo, v1, v2 = make_repo(base, size)
+        repo, _v1, v2 = make_repo(base, size)
         async with serve_repository(repo, "127.0.0.1", 0) as server:
             url = server.url
             nodes = {}
