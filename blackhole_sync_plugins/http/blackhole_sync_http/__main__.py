@@ -1,24 +1,28 @@
-"""``python -m blackhole_sync_http REPO [--host H] [--port N]``: serve a repository directory.
+"""``python -m blackhole_sync_http REPO [--host H] [--port N] [--tls-cert PEM --tls-key PEM
+[--tls-client-ca PEM]]``: serve a repository directory (over HTTPS with ``--tls-cert``).
 
-Prints the URL once listening; stops gracefully on SIGINT or SIGTERM (exit status 0).
+Prints the URL (``http://`` or ``https://``) once listening; stops gracefully on SIGINT or SIGTERM (exit status 0).
 """
 
 from __future__ import annotations
 
 import argparse
 import signal
+import ssl
 import sys
 from pathlib import Path
 
 import anyio
 
 from .limits import ServerLimits
-from .server import serve_repository
+from .server import serve_repository, server_tls_context
 
 
-async def _run(root: Path, host: str, port: int, limits: ServerLimits) -> None:
+async def _run(
+    root: Path, host: str, port: int, limits: ServerLimits, tls: dict[str, Path | None]
+) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with serve_repository(root, host, port, limits=limits) as server:
+        async with serve_repository(root, host, port, limits=limits, **tls) as server:
             print(server.url, flush=True)
             async for _ in signals:
                 break
@@ -37,13 +41,35 @@ def main(argv: list[str] | None = None) -> int:
         default=ServerLimits().max_concurrent_requests,
         help="requests served at once (more get 503)",
     )
+    parser.add_argument(
+        "--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate (chain)"
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, metavar="PEM", help="private key of --tls-cert (if separate)"
+    )
+    parser.add_argument(
+        "--tls-client-ca",
+        type=Path,
+        metavar="PEM",
+        help="require client certificates issued by these CAs (mutual TLS)",
+    )
     args = parser.parse_args(argv)
     if not args.repo.is_dir():
         print(f"error: not a repository directory: {args.repo}", file=sys.stderr)
         return 2
+    if args.tls_cert is None and (args.tls_key is not None or args.tls_client_ca is not None):
+        print("error: --tls-key and --tls-client-ca need --tls-cert", file=sys.stderr)
+        return 2
+    tls = {"tls_cert": args.tls_cert, "tls_key": args.tls_key, "tls_client_ca": args.tls_client_ca}
+    if args.tls_cert is not None:
+        try:  # refuse bad TLS files before binding, with the file's name
+            server_tls_context(args.tls_cert, args.tls_key, tls_client_ca=args.tls_client_ca)
+        except (ValueError, OSError, ssl.SSLError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     limits = ServerLimits(max_concurrent_requests=args.max_concurrent)
     try:
-        anyio.run(_run, args.repo, args.host, args.port, limits)
+        anyio.run(_run, args.repo, args.host, args.port, limits, tls)
     except OSError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -6,6 +6,13 @@ to refuse early; the cap is enforced on the bytes actually read, and never more 
 past it is read from the socket. Every aiohttp or OS error leaves as a
 :class:`~blackhole_sync.errors.DownloadError` subclass (``raise ... from e``); cancellation is
 never caught.
+
+TLS: ``https://`` sources are always verified (certificate chain, validity, host name or IP
+address), against the system trust store or, with ``ca_file``, against that bundle only. There
+is no option to turn verification off. A source whose certificate does not verify raises
+:class:`CertificateVerificationError` (not retried: it will not verify on the next attempt
+either; the core moves on to the next source). An ``https`` source that redirects to plain
+``http`` is refused (:class:`TLSError`).
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import random
 import re
 import ssl
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import aiohttp
 import anyio
@@ -22,6 +29,7 @@ from attrs import define, evolve, fields
 
 from blackhole_sync.errors import (
     BlobNotFoundError,
+    ConfigurationError,
     DownloadError,
     LengthExceededError,
     SourceUnavailableError,
@@ -38,12 +46,61 @@ from blackhole_sync.transport import (
 from .limits import ClientLimits
 from .ratelimit import Clock, Sleep, StallDetector, TokenBucket
 
-__all__ = ["HTTP_TRANSPORT_SPEC", "HttpTransport", "TransferStats"]
+__all__ = [
+    "HTTP_TRANSPORT_SPEC",
+    "CertificateVerificationError",
+    "HttpTransport",
+    "TLSError",
+    "TransferStats",
+    "client_tls_context",
+]
 
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 _UNSATISFIED_RANGE = re.compile(r"bytes \*/(\d+)")
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_REDIRECTS = 5
+
+
+class TLSError(DownloadError):
+    """An ``https`` source failed at the TLS layer. Not retried; another source may work."""
+
+
+class CertificateVerificationError(TLSError):
+    """The source's certificate failed verification (untrusted issuer, self-signed, expired,
+    or not issued for the host name / IP address in the URL)."""
+
+
+#: Option names other HTTP clients use to turn certificate verification off. Refused loudly
+#: rather than ignored, so nobody believes they got an insecure mode (there is none).
+_VERIFY_OFF_OPTIONS = ("ssl", "verify", "verify_ssl", "insecure", "ssl_verify")
+
+
+def client_tls_context(
+    ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None
+) -> ssl.SSLContext:
+    """The client TLS context: TLS 1.2 minimum, certificate and host name always verified.
+
+    ``ca_file``: a PEM bundle trusted *instead of* the system store. ``cert_file`` (and
+    ``key_file`` unless the key is in ``cert_file``): a client certificate, presented when a
+    server asks for one (mutual TLS). Raises ``ConfigurationError`` naming an unusable file.
+    """
+    if key_file is not None and cert_file is None:
+        raise ConfigurationError("key_file needs cert_file")
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as e:
+        raise ConfigurationError(f"cannot load the CA bundle {ca_file}: {e}") from e
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if cert_file is not None:
+        try:
+            context.load_cert_chain(cert_file, key_file)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigurationError(
+                f"cannot load the client certificate {cert_file} / key {key_file}: {e}"
+            ) from e
+    # create_default_context already sets both; asserted so that no later edit weakens them.
+    assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+    return context
 
 
 @define
@@ -77,8 +134,10 @@ class HttpTransport(BaseTransport):
         A :class:`~blackhole_sync_http.limits.ClientLimits`; any of its field names may also be
         given directly (``rate_limit=50_000_000``, ``retries=0``) and overrides it.
     ``ca_file``
-        A PEM bundle of CAs to trust instead of the system store. ``cert_file`` / ``key_file``:
-        a client certificate.
+        A PEM bundle of CAs to trust instead of the system store (a private CA). ``cert_file``
+        / ``key_file``: a client certificate for servers that require one (mutual TLS).
+        Verification cannot be disabled: ``ssl``/``verify``/``verify_ssl``/``insecure`` are
+        refused with ``ConfigurationError``.
     ``headers``
         Extra request headers (a mapping), e.g. an ``Authorization`` for a private mirror.
     ``clock``, ``sleep``, ``rng``
@@ -97,13 +156,16 @@ class HttpTransport(BaseTransport):
         self._sleep: Sleep = options.get("sleep") or anyio.sleep
         self._rng: random.Random = options.get("rng") or random.Random()  # jitter, not secrets
         self._headers: dict[str, str] = dict(options.get("headers") or {})
-        self._ssl: ssl.SSLContext | None = None
-        ca_file = options.get("ca_file")
-        cert_file = options.get("cert_file")
-        if ca_file is not None or cert_file is not None:
-            self._ssl = ssl.create_default_context(cafile=ca_file)
-            if cert_file is not None:
-                self._ssl.load_cert_chain(cert_file, options.get("key_file"))
+        refused = [name for name in _VERIFY_OFF_OPTIONS if name in options]
+        if refused:
+            raise ConfigurationError(
+                f"unsupported option {refused[0]!r}: TLS certificate verification cannot be "
+                "disabled; trust a private CA with ca_file instead"
+            )
+        self._client_cert = options.get("cert_file") is not None
+        self._ssl: ssl.SSLContext = client_tls_context(
+            options.get("ca_file"), options.get("cert_file"), options.get("key_file")
+        )
         self.bucket: TokenBucket | None = None
         if self.limits.rate_limit is not None:
             bucket_clock = {"clock": self._clock} if self._clock is not None else {}
@@ -122,7 +184,7 @@ class HttpTransport(BaseTransport):
             connector = aiohttp.TCPConnector(
                 limit=self.limits.max_connections,
                 limit_per_host=self.limits.max_connections_per_host,
-                ssl=self._ssl if self._ssl is not None else True,
+                ssl=self._ssl,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -136,6 +198,9 @@ class HttpTransport(BaseTransport):
                 headers=self._headers,
             )
         return self._session
+
+    async def __aenter__(self) -> Self:
+        return self
 
     async def aclose(self) -> None:
         session, self._session = self._session, None
@@ -215,6 +280,19 @@ class HttpTransport(BaseTransport):
                 )
         except TimeoutError as e:
             raise SourceUnavailableError(f"{url}: no response headers in time") from e
+        except aiohttp.ClientConnectorCertificateError as e:
+            raise CertificateVerificationError(
+                f"{url}: the server's TLS certificate failed verification: {e.certificate_error}"
+            ) from e
+        except aiohttp.ClientSSLError as e:
+            raise TLSError(f"{url}: TLS handshake failed: {e}") from e
+        except aiohttp.ServerDisconnectedError as e:
+            hint = ""
+            if _is_https(url) and not self._client_cert:
+                hint = " (a server that requires a client certificate does this: cert_file)"
+            raise SourceUnavailableError(
+                f"{url}: the server closed the connection before answering{hint}"
+            ) from e
         except aiohttp.TooManyRedirects as e:
             raise DownloadError(f"{url}: too many redirects") from e
         except (aiohttp.InvalidURL, ValueError) as e:
@@ -223,6 +301,8 @@ class HttpTransport(BaseTransport):
             raise SourceUnavailableError(f"{url}: {type(e).__name__}: {e}") from e
         completed = False
         try:
+            if _is_https(url) and response.url.scheme != "https":
+                raise TLSError(f"{url}: refused a redirect from https to {response.url}")
             await self._read_response(url, response, sink, state, max_length=max_length)
             completed = True
         except (aiohttp.ClientError, OSError) as e:
@@ -320,6 +400,10 @@ class HttpTransport(BaseTransport):
             if self.bucket is not None:
                 stall.pause(await self.bucket.take(len(block)))
             await anyio.lowlevel.checkpoint()
+
+
+def _is_https(url: str) -> bool:
+    return url[:6].lower() == "https:"
 
 
 @define

@@ -19,6 +19,11 @@ Embedding: :func:`make_app` returns an ``aiohttp.web.Application`` (mount it wit
 ``add_subapp``), :func:`serve_repository` runs it on a socket as an async context manager,
 and :class:`RepositoryServer` is what the ``blackhole_sync_server`` hook returns.
 
+TLS: pass ``tls_cert`` and ``tls_key`` (PEM files; the certificate file may hold the chain) to
+serve ``https://`` (TLS 1.2 or newer). ``tls_client_ca`` (a PEM bundle) additionally requires
+every client to present a certificate issued by one of those CAs (mutual TLS); only that
+bundle is trusted for client certificates, never the system store.
+
 Edge cache: a node serves what it holds to its neighbours by pointing the same server at a
 directory in the repository layout (its verified signed documents and blobs, hard-linked or
 copied there after verification). The server never trusts that directory's content more than
@@ -30,6 +35,7 @@ from __future__ import annotations
 import email.utils
 import os
 import re
+import ssl
 import stat
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -48,6 +54,7 @@ __all__ = [
     "ServerStats",
     "make_app",
     "serve_repository",
+    "server_tls_context",
 ]
 
 #: Paths the server answers, relative to the root. Everything else is 404.
@@ -259,6 +266,35 @@ class RunningServer:
     stats: ServerStats
 
 
+PathArg = str | os.PathLike[str]
+
+
+def server_tls_context(
+    tls_cert: PathArg, tls_key: PathArg | None = None, *, tls_client_ca: PathArg | None = None
+) -> ssl.SSLContext:
+    """The server side TLS context: TLS 1.2 minimum, Python's default server ciphers.
+
+    ``tls_key`` may be omitted when ``tls_cert`` holds the key too. With ``tls_client_ca``,
+    clients must present a certificate that chains to a CA in that bundle (and only there).
+    Raises ``ValueError`` naming the file when a certificate or key cannot be loaded.
+    """
+    try:
+        context = ssl.create_default_context(
+            ssl.Purpose.CLIENT_AUTH,
+            cafile=None if tls_client_ca is None else os.fspath(tls_client_ca),
+        )
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"cannot load the client CA bundle {tls_client_ca}: {e}") from e
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(tls_cert, tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise ValueError(f"cannot load TLS certificate {tls_cert} / key {tls_key}: {e}") from e
+    if tls_client_ca is not None:
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 @asynccontextmanager
 async def serve_repository(
     root: str | os.PathLike[str],
@@ -266,14 +302,27 @@ async def serve_repository(
     port: int = 0,
     *,
     limits: ServerLimits | None = None,
+    tls_cert: PathArg | None = None,
+    tls_key: PathArg | None = None,
+    tls_client_ca: PathArg | None = None,
 ) -> AsyncIterator[RunningServer]:
     """Serve ``root`` on ``host:port`` (``port=0``: a free one) while the block runs.
 
-    On exit, in-flight responses get ``limits.shutdown_timeout`` seconds to finish.
+    With ``tls_cert`` (and ``tls_key``) it serves HTTPS and ``server.url`` is ``https://``;
+    ``tls_client_ca`` requires client certificates from those CAs (see
+    :func:`server_tls_context`). On exit, in-flight responses get ``limits.shutdown_timeout``
+    seconds to finish.
     """
     limits = limits or ServerLimits()
     if not Path(root).is_dir():
         raise NotADirectoryError(f"not a repository directory: {root}")
+    if tls_cert is None and (tls_key is not None or tls_client_ca is not None):
+        raise ValueError("tls_key and tls_client_ca need tls_cert")
+    tls = (
+        None
+        if tls_cert is None
+        else server_tls_context(tls_cert, tls_key, tls_client_ca=tls_client_ca)
+    )
     stats = ServerStats()
     app = make_app(root, limits=limits, stats=stats)
     runner = web.AppRunner(
@@ -284,11 +333,12 @@ async def serve_repository(
     )
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = web.TCPSite(runner, host, port, ssl_context=tls)
         await site.start()
         bound_port = int(runner.addresses[0][1])
         url_host = f"[{host}]" if ":" in host else host
-        yield RunningServer(f"http://{url_host}:{bound_port}", host, bound_port, stats)
+        scheme = "http" if tls is None else "https"
+        yield RunningServer(f"{scheme}://{url_host}:{bound_port}", host, bound_port, stats)
     finally:
         with anyio.CancelScope(shield=True):
             await runner.cleanup()
@@ -301,9 +351,26 @@ class RepositoryServer:
         self.limits = limits or ServerLimits()
 
     async def serve(
-        self, root: Path, host: str, port: int, *, ready: Callable[[str], None]
+        self,
+        root: Path,
+        host: str,
+        port: int,
+        *,
+        ready: Callable[[str], None],
+        tls_cert: PathArg | None = None,
+        tls_key: PathArg | None = None,
+        tls_client_ca: PathArg | None = None,
     ) -> None:
-        """Serve ``root`` until cancelled; call ``ready(url)`` once listening."""
-        async with serve_repository(root, host, port, limits=self.limits) as server:
+        """Serve ``root`` until cancelled; call ``ready(url)`` once listening (``https://``
+        with ``tls_cert``; the TLS options are those of :func:`serve_repository`)."""
+        async with serve_repository(
+            root,
+            host,
+            port,
+            limits=self.limits,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_client_ca=tls_client_ca,
+        ) as server:
             ready(server.url)
             await anyio.sleep_forever()
