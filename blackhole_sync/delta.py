@@ -840,10 +840,14 @@ def member_deltas(
     codec: str | Sequence[str] = DEFAULT_CANDIDATES,
     table: Mapping[str, PatchCodec] | None = None,
     memory_budget: int = DEFAULT_DIFF_MEMORY_BUDGET,
+    keep_larger: bool = False,
 ) -> dict[str, MemberDelta]:
     """Per-member deltas between two unpacked archives (member path -> file on disk).
 
     Pure: reads the files, writes nothing. Members only in the old tree are not listed.
+    A patch at least as large as its member is reported "full" unless ``keep_larger``: a
+    publisher that wants a complete set (every changed member patchable, so a node never
+    needs the whole archive) keeps it and judges the set by its total size.
     """
     result: dict[str, MemberDelta] = {}
     for name in sorted(new_members):
@@ -858,7 +862,7 @@ def member_deltas(
             delta = generate_delta(
                 old_ref, new_path, codec=codec, table=table, memory_budget=memory_budget
             )
-        if delta is None or delta.patch_length >= length:
+        if delta is None or (delta.patch_length >= length and not keep_larger):
             result[name] = MemberDelta(name, "full", digest, length)
         else:
             result[name] = MemberDelta(name, "delta", digest, length, delta)

@@ -76,6 +76,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 IDENTITY_KEY = "identity.key"
+#: Delta codec of a member shipped whole inside a per-member delta set (no patch paid off).
+IDENTITY_CODEC = "identity"
 #: Consecutive failed health checks after which the agent abandons a version.
 MAX_START_FAILURES = 3
 
@@ -559,10 +561,6 @@ class UpdateManager:
                 "delta for %s failed (%s); falling back to a full download", artifact.name, exc
             )
             self.metrics.record_error(f"delta {artifact.name}: {exc}")
-            for member in artifact.unpack.members if artifact.unpack else ():
-                target = tree / member.path
-                if target.is_file():
-                    target.unlink()
             (tree / artifact.name).unlink(missing_ok=True)
             return False
 
@@ -577,6 +575,12 @@ class UpdateManager:
         table: Mapping[str, Any],
         work: Path,
     ) -> None:
+        if record.codec == IDENTITY_CODEC:
+            # The member ships whole (new, or no patch paid off): the blob is the output.
+            if record.patch.sha256 != output_sha256 or record.patch.length != output_length:
+                raise LengthOrHashMismatchError("identity patch does not carry the member's bytes")
+            await client.fetch_blob(record.patch, out)
+            return
         if not source.is_file():
             raise FileNotFoundError(source)
         patch = work / f"patch-{record.patch.sha256}"
@@ -607,29 +611,51 @@ class UpdateManager:
         work: Path,
         table: Mapping[str, Any],
     ) -> bool:
+        """Rebuild an unpacked archive's members from the installed ones plus member patches.
+
+        Unchanged members are copied from the installed tree (after re-hashing), changed ones
+        patched; a changed member without a patch means the archive must be fetched whole.
+        The members are assembled in scratch space and moved into ``tree`` only when all are
+        there, so a fallback finds ``tree`` untouched.
+        """
         assert artifact.unpack is not None
-        for member in artifact.unpack.members:
-            target = tree / member.path
-            if member.type == "dir":
-                target.mkdir(parents=True, exist_ok=True)
+        scratch = work / f"unpack-{artifact.sha256}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+        try:
+            for member in artifact.unpack.members:
+                target = scratch / member.path
+                if member.type == "dir":
+                    target.mkdir(parents=True, exist_ok=True)
+                    os.chmod(target, member.mode)
+                    continue
+                assert member.sha256 is not None and member.length is not None
+                target.parent.mkdir(parents=True, exist_ok=True)
+                old = old_dir / member.path
+                record = records.get(member.path)
+                unchanged = old.is_file() and not old.is_symlink()
+                if unchanged and record is None and _file_sha256(old) == member.sha256:
+                    await anyio.to_thread.run_sync(shutil.copyfile, old, target)
+                elif record is not None:
+                    out = work / f"member-{member.sha256}"
+                    await self._apply_one(
+                        client, record, old, out, member.sha256, member.length, table, work
+                    )
+                    os.replace(out, target)
+                else:
+                    log.info("%s: member %s changed without a patch", artifact.name, member.path)
+                    return False
                 os.chmod(target, member.mode)
-                continue
-            assert member.sha256 is not None and member.length is not None
-            target.parent.mkdir(parents=True, exist_ok=True)
-            old = old_dir / member.path
-            record = records.get(member.path)
-            if old.is_file() and not old.is_symlink() and _file_sha256(old) == member.sha256:
-                await anyio.to_thread.run_sync(shutil.copyfile, old, target)
-            elif record is not None:
-                out = work / f"member-{member.sha256}"
-                await self._apply_one(
-                    client, record, old, out, member.sha256, member.length, table, work
-                )
-                os.replace(out, target)
-            else:
-                return False
-            os.chmod(target, member.mode)
-        return True
+            for top in sorted(os.listdir(scratch)):
+                if os.path.lexists(tree / top):
+                    raise LengthOrHashMismatchError(
+                        f"{artifact.name}: {top!r} collides with staged files"
+                    )
+            for top in sorted(os.listdir(scratch)):
+                os.rename(scratch / top, tree / top)
+            return True
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     async def verify_update(self, package: UpdatePackage) -> bool:
         """Re-verify a staged package: its manifest against trust, every file against it.
@@ -666,6 +692,13 @@ class UpdateManager:
                 hooks=self._install_hooks(package.manifest),
                 method=package.method,
                 bytes_fetched=package.bytes_fetched,
+                extra_migrations=[
+                    m
+                    for result in self.plugins.hook.blackhole_sync_migrations(
+                        from_version=previous, to_version=package.version
+                    )
+                    for m in result
+                ],
                 region=self.config.region or None,
                 node_type=self.config.node_type or None,
             )

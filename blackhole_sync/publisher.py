@@ -1258,13 +1258,23 @@ class Repository:
                     results = _delta.member_deltas(
                         {k: str(v) for k, v in old_files.items()},
                         {k: str(v) for k, v in new_files.items()},
+                        keep_larger=True,
                     )
-                    for path, result in sorted(results.items()):
-                        p = result.patch
-                        if result.status != "delta" or p is None:
-                            continue
-                        if not self._pays_off(p.patch_length, result.length):
-                            continue
+                    # A node rebuilds the tree from its installed members: every changed
+                    # member needs a patch, and a member with none (new, or unpatchable)
+                    # ships whole as an "identity" patch. The set is kept when its total
+                    # beats the whole archive.
+                    patches: list[tuple[str, _delta.DeltaPatch]] = []
+                    for path, r in sorted(results.items()):
+                        if r.patch is not None:
+                            patches.append((path, r.patch))
+                        elif r.status == "full":
+                            data = Path(new_files[path]).read_bytes()
+                            whole = _delta.DeltaPatch.from_bytes(b"", data, data, "identity")
+                            patches.append((path, whole))
+                    if not self._pays_off(sum(p.patch_length for _, p in patches), art.length):
+                        continue
+                    for path, p in patches:
                         out.append(self._record(art.name, origin_version, p, blobs, path))
         return out
 

@@ -424,10 +424,13 @@ def test_member_deltas_for_unpacked_archives(repo: Repository, keys: Keys, tmp_p
     write(tree / "bin" / "node", _mutate(big, 3), 0o755)
     write(tree / "etc" / "new", b"fresh")
     manifest = release(repo, keys, "1.1.0", [tree], delta_from="auto")
-    assert [(d.artifact, d.member, d.from_version) for d in manifest.deltas] == [
-        ("app.tar", "bin/node", "1.0.0")
+    assert [(d.artifact, d.member, d.from_version, d.codec) for d in manifest.deltas] == [
+        ("app.tar", "bin/node", "1.0.0", manifest.deltas[0].codec),
+        ("app.tar", "etc/new", "1.0.0", "identity"),  # a new member ships whole
     ]
-    (d,) = manifest.deltas
+    assert manifest.deltas[0].codec != "identity"
+    d, new = manifest.deltas
+    assert new.patch.sha256 == hashlib.sha256(b"fresh").hexdigest()
     unpack = manifest.artifacts[0].unpack
     assert unpack is not None
     node_member = next(m for m in unpack.members if m.path == "bin/node")
