@@ -115,7 +115,7 @@ def make_plugin_manager(
                     # pluggy accepts these silently and never calls them: refuse the plugin.
                     pm.unregister(plugin)
                     raise PluginLoadError(f"implements unknown hooks {', '.join(unknown)}")
-            except Exception as exc:  # noqa: BLE001 - a broken plugin must not break the host
+            except Exception as exc:
                 message = f"{type(exc).__name__}: {exc}"
                 pm.failures.append(PluginFailure(ep.name, message))
                 log.warning("plugin %s failed to load: %s", ep.name, message)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as _dt
 from pathlib import Path
 
-import anyio
 import pytest
 
 from blackhole_sync.config import default_config_text

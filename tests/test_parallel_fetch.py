@@ -6,7 +6,7 @@ import hashlib
 import os
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import pytest
@@ -23,8 +23,8 @@ MiB = 1024 * 1024
 class CountingLocal(LocalTransport):
     """The local transport, counting bytes per source directory; some sources are slow."""
 
-    bytes_by_source: Counter[str] = Counter()
-    slow: frozenset[str] = frozenset()
+    bytes_by_source: ClassVar[Counter[str]] = Counter()
+    slow: ClassVar[frozenset[str]] = frozenset()
 
     async def fetch(self, locator: Locator, sink: Sink, *, max_length: int, start: int = 0) -> None:
         source = locator.value.rsplit("/blobs/", 1)[0].rsplit("/", 1)[-1]
