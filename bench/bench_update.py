@@ -3,7 +3,7 @@
 In one process: a repository with a 20 MB artifact (1.0.0) and the same artifact with a small
 change (1.1.0, with a delta from 1.0.0), served by the HTTP plugin's origin server embedded in
 this process; two nodes with 1.0.0 installed; each updates to 1.1.0 through
-``UpdateManager(..., transport_options={"bandwidth_limit": 10_000_000})`` -- one by delta, one
+``UpdateManager(..., transport_options={"rate_limit": 10_000_000})`` -- one by delta, one
 with ``deltas=False``. Prints wall time and bytes fetched of each and their ratios; the last
 line is one JSON object with the headline figures.
 
@@ -92,7 +92,7 @@ async def main(size: int, limit: int) -> dict[str, Any]:
             for name in ("delta", "full"):
                 nodes[name] = make_node(base, name, repo, url)
                 await update(nodes[name], "1.0.0")  # unlimited: the starting point
-            limited = {"transport_options": {"bandwidth_limit": limit}}
+            limited = {"transport_options": {"rate_limit": limit}}
             t_delta, r_delta = await update(nodes["delta"], "1.1.0", **limited)
             t_full, r_full = await update(nodes["full"], "1.1.0", deltas=False, **limited)
         for name in nodes:

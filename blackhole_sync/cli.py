@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import traceback
@@ -49,7 +50,7 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+        raise UsageError(f"{self.prog.removeprefix('blackhole-sync ')}: {message}")
 
 
 # -- argument helpers --------------------------------------------------------------------------
@@ -232,6 +233,20 @@ def _split_unpack(args: argparse.Namespace) -> list[Path]:
     return out
 
 
+def _command(text: str | None, flag: str, timeout: int, window: int | None) -> Any:
+    from .metadata import Command
+
+    if not text:
+        return None
+    try:
+        argv = shlex.split(text)
+    except ValueError as exc:
+        raise UsageError(f"{flag}: {exc}") from exc
+    if not argv:
+        raise UsageError(f"{flag}: empty command")
+    return Command(tuple(argv), timeout=timeout, window=window or None)
+
+
 def _is_archive(path: Path) -> bool:
     name = path.name.lower()
     return name.endswith((".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".zip"))
@@ -256,8 +271,8 @@ def cmd_release_build(args: argparse.Namespace) -> int:
         if "auto" in args.delta_from or "none" in args.delta_from:
             raise UsageError("--delta-from auto/none cannot be combined with versions")
         delta_from = list(args.delta_from)
-    self_test = Command(tuple(args.self_test)) if args.self_test else None
-    health = Command(tuple(args.health)) if args.health else None
+    self_test = _command(args.self_test, "--self-test", args.health_timeout, None)
+    health = _command(args.health, "--health", args.health_timeout, args.health_window)
     options: dict[str, Any] = {
         "update_type": args.type,
         "channel": args.channel,
@@ -402,7 +417,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
                         return
 
             tg.start_soon(watch_signals)
-            await server.serve(repo, args.host, args.port, ready=ready)
+            tls = {
+                k: v
+                for k, v in (
+                    ("tls_cert", args.tls_cert),
+                    ("tls_key", args.tls_key),
+                    ("tls_client_ca", args.tls_client_ca),
+                )
+                if v
+            }
+            await server.serve(repo, args.host, args.port, ready=ready, **tls)
             tg.cancel_scope.cancel()
 
     anyio.run(run)
@@ -755,6 +779,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- the parser ----------------------------------------------------------------------------------------
 
 
+def _server_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=_port, default=8080, help="0 picks a free port")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve https with this certificate chain")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    p.add_argument(
+        "--tls-client-ca", metavar="PEM", help="require client certificates from this CA"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="blackhole-sync",
@@ -861,8 +895,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--platform", default="any")
     p.add_argument("--arch", default="any")
-    p.add_argument("--self-test", nargs="+", metavar="ARG", help="self-test command (argv)")
-    p.add_argument("--health", nargs="+", metavar="ARG", help="health check command (argv)")
+    p.add_argument(
+        "--self-test",
+        metavar="CMD",
+        help="self-test command run in a sandbox before the switch (split like a shell, no shell)",
+    )
+    p.add_argument(
+        "--health",
+        metavar="CMD",
+        help="health command run after the switch, in the version's directory (split like a shell)",
+    )
+    p.add_argument("--health-timeout", type=_positive_int, default=60, metavar="SECONDS")
+    p.add_argument(
+        "--health-window",
+        type=_nonneg_int,
+        metavar="SECONDS",
+        help="seconds a new version must stay healthy before it is marked good",
+    )
     p.add_argument(
         "--no-sandbox",
         action="store_true",
@@ -912,8 +961,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_serve)
     p.add_argument("repo")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_port, default=8080)
+    _server_flags(p)
 
     # node
     node = sub.add_parser("node", help="node operations").add_subparsers(
@@ -928,8 +976,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-type")
     p = add(node, "serve", cmd_node_serve, "serve the node's verified holdings as a mirror")
     p.add_argument("node")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_port, default=8080)
+    _server_flags(p)
     p = add(
         node, "check", cmd_node_check, "fetch and verify metadata; list updates", json_flag=True
     )

@@ -131,6 +131,26 @@ class WebhookSettings:
 
 
 @frozen
+class TLSSettings:
+    """TLS for https sources (passed to transports as ``ca_file``/``cert_file``/``key_file``)."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def transport_options(self) -> dict[str, str]:
+        return {
+            k: v
+            for k, v in (
+                ("ca_file", self.ca_file),
+                ("cert_file", self.cert_file),
+                ("key_file", self.key_file),
+            )
+            if v
+        }
+
+
+@frozen
 class NodeConfig:
     """Everything in ``config.toml``. Build with :meth:`from_toml` / :func:`load_config`."""
 
@@ -146,6 +166,7 @@ class NodeConfig:
     policy: UpdatePolicy = field(factory=UpdatePolicy)
     commands: Commands = field(factory=Commands)
     webhook: WebhookSettings = field(factory=WebhookSettings)
+    tls: TLSSettings = field(factory=TLSSettings)
 
     # -- convenience ---------------------------------------------------------------------
 
@@ -374,6 +395,15 @@ class NodeConfig:
         headers_t.finish()
         hook_t.finish()
         webhook = WebhookSettings(url=url, timeout=timeout, headers=headers)
+        tls_t = top.table("tls")
+        tls = TLSSettings(
+            ca_file=tls_t.string("ca_file", ""),
+            cert_file=tls_t.string("cert_file", ""),
+            key_file=tls_t.string("key_file", ""),
+        )
+        if tls.key_file and not tls.cert_file:
+            tls_t.fail("key_file", "a key_file needs a cert_file")
+        tls_t.finish()
         top.finish()
 
         return cls(
@@ -389,6 +419,7 @@ class NodeConfig:
             policy=policy,
             commands=commands,
             webhook=webhook,
+            tls=tls,
         )
 
     # -- writing -------------------------------------------------------------------------
@@ -450,6 +481,11 @@ class NodeConfig:
                 "url": self.webhook.url,
                 "timeout": self.webhook.timeout,
                 "headers": dict(self.webhook.headers),
+            },
+            "tls": {
+                "ca_file": self.tls.ca_file,
+                "cert_file": self.tls.cert_file,
+                "key_file": self.tls.key_file,
             },
         }
 
@@ -816,5 +852,12 @@ timeout = {v(cfg.webhook.timeout)}
 
 [webhook.headers]
 # Extra request headers, e.g. Authorization = "Bearer ..."
+
+[tls]
+# https sources: a CA bundle to trust instead of the system's (PEM), and a client
+# certificate for origins that require one. Certificates are always verified.
+ca_file = ""
+cert_file = ""
+key_file = ""
 """
     return text

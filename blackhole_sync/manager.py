@@ -24,7 +24,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -167,6 +167,7 @@ class UpdateStatus:
     index_expires: str | None
     available: tuple[str, ...]
     bad_versions: tuple[str, ...]
+    held_versions: tuple[str, ...]
     policy: Mapping[str, Any]
     metrics: Mapping[str, Any]
 
@@ -182,6 +183,7 @@ class UpdateStatus:
             "index_expires": self.index_expires,
             "available": list(self.available),
             "bad_versions": list(self.bad_versions),
+            "held_versions": list(self.held_versions),
             "policy": dict(self.policy),
             "metrics": dict(self.metrics),
         }
@@ -221,6 +223,7 @@ class UpdateManager:
         self._store: NodeStore | None = None
         self._pool: TransportPool | None = None
         self._state: TrustedState | None = None
+        self._unsaved: list[tuple[str, bytes]] = []
         self.metrics = UpdateMetrics()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -234,11 +237,10 @@ class UpdateManager:
                 self._config = NodeConfig.from_file(self.node_dir / "config.toml")
             if self._plugins is None:
                 self._plugins = make_plugin_manager(load_entrypoints=True)
-            options = {"bandwidth_limit": self.config.bandwidth_limit or None}
+            # the shared transport options (transport.STANDARD_OPTIONS); explicit ones win
+            options: dict[str, Any] = {"rate_limit": self.config.bandwidth_limit or None}
+            options.update(self.config.tls.transport_options())
             options.update(self._transport_options)
-            # transports name their rate limit differently (the HTTP plugin: ``rate_limit``);
-            # the node's bandwidth limit reaches both spellings unless one is given explicitly
-            options.setdefault("rate_limit", options["bandwidth_limit"])
             self._pool = TransportPool.from_plugins(self._plugins, options)
         except BaseException:
             self._store.close()
@@ -344,11 +346,12 @@ class UpdateManager:
 
     # -- the design's operations --------------------------------------------------------------
 
-    async def check_for_updates(self) -> list[UpdateInfo]:
+    async def check_for_updates(self, *, persist: bool = True) -> list[UpdateInfo]:
         """Refresh and verify metadata from the sources; return newer releases, best first.
 
-        Newly verified metadata is saved whether or not an update exists. Releases marked bad
-        on this node (failed health checks) are left out.
+        Newly verified metadata is saved whether or not an update exists (with ``persist``
+        false it is kept in memory until :meth:`update` succeeds). Releases marked bad on this
+        node (failed health checks) are left out.
         """
         state = self._load_state(self._clock())
         client = self._client()
@@ -361,14 +364,33 @@ class UpdateManager:
             data = await self._manifest_bytes(state, client, version, fetched=fetched)
             infos.append(UpdateInfo.of(state.manifest(version), data))
         # persisted only once every listed manifest verified: a refusal leaves trust/ as it was
-        self._persist_state(state)
-        for version, data in fetched:
-            self._persist_manifest(version, data)
         self._state = state
+        self._unsaved = fetched
+        if persist:
+            self._save_trust()
         self.store.set_meta("last_check", format_time(state.reference_time))
         ordered = sorted(infos, key=lambda i: (i.priority, version_key(i.version)), reverse=True)
         self._emit("checked", None, available=[i.version for i in ordered])
         return ordered
+
+    def _save_trust(self) -> None:
+        """Persist the trusted state verified by the last check (atomically, file by file)."""
+        if self._state is None:
+            return
+        self._persist_state(self._state)
+        for version, data in self._unsaved:
+            self._persist_manifest(version, data)
+        self._unsaved = []
+
+    def held_versions(self) -> list[str]:
+        """Versions the operator rolled back from: the agent does not reinstall them."""
+        raw = self.store.get_meta("held_versions")
+        return [] if raw is None else list(json.loads(raw))
+
+    def _set_held(self, versions: Sequence[str]) -> None:
+        self.store.set_meta(
+            "held_versions", json.dumps(sorted(set(versions))) if versions else None
+        )
 
     def _candidates(self, state: TrustedState, current: str | None) -> list[str]:
         index = state.require_index()
@@ -403,13 +425,15 @@ class UpdateManager:
             fetched.append((version, data))
         return data
 
-    async def resolve(self, version: str | None = None) -> UpdateInfo | None:
+    async def resolve(
+        self, version: str | None = None, *, persist: bool = True
+    ) -> UpdateInfo | None:
         """Check, then pick the release to install: ``version`` or the best available.
 
         Returns None when the node is up to date (or already on ``version``). A ``version``
         below the current one is a downgrade and raises :class:`RollbackError`.
         """
-        infos = await self.check_for_updates()
+        infos = await self.check_for_updates(persist=persist)
         current = self.store.current_version()
         if version is None:
             return infos[0] if infos else None
@@ -432,7 +456,9 @@ class UpdateManager:
         for info in infos:
             if info.version == version:
                 return info
-        data = await self._manifest_bytes(state, self._client(), version)
+        data = await self._manifest_bytes(state, self._client(), version, fetched=self._unsaved)
+        if persist:
+            self._save_trust()
         return UpdateInfo.of(state.manifest(version), data)
 
     async def download_update(self, update: UpdateInfo) -> UpdatePackage:
@@ -788,12 +814,21 @@ class UpdateManager:
 
     async def update(self, version: str | None = None) -> UpdateResult | None:
         """Check, download, verify and apply now (an explicit request overrides the policy)."""
-        info = await self.resolve(version)
-        if info is None:
-            return None
-        package = await self.download_update(info)
-        await self.verify_update(package)
-        return await self.apply_update(package)
+        info = await self.resolve(version, persist=False)
+        try:
+            if info is None:
+                return None
+            package = await self.download_update(info)
+            await self.verify_update(package)
+            result = await self.apply_update(package)
+        except SecurityError:
+            raise  # a refused update leaves the node exactly as it was, trust/ included
+        except BaseException:
+            self._save_trust()
+            raise
+        self._save_trust()
+        self._set_held([v for v in self.held_versions() if v != result.version])
+        return result
 
     def set_update_policy(self, policy: UpdatePolicy) -> None:
         """Persist ``policy`` to the node's config.toml and use it from now on."""
@@ -822,6 +857,7 @@ class UpdateManager:
             index_expires=None if index is None else format_time(index.expires),
             available=tuple(available),
             bad_versions=tuple(v for v in installed + tuple(available) if self.store.is_bad(v)),
+            held_versions=tuple(self.held_versions()),
             policy=self.config.policy_summary(),
             metrics=self._last_metrics(),
         )
@@ -848,6 +884,8 @@ class UpdateManager:
         except BlackholeSyncError as exc:
             self.metrics.record_error(str(exc))
             return SyncResult((), None, error=str(exc))
+        held = set(self.held_versions())
+        infos = [i for i in infos if i.version not in held]
         if not infos:
             return SyncResult((), None)
         info = infos[0]
@@ -950,7 +988,14 @@ class UpdateManager:
         return load_private_key(self.node_dir / IDENTITY_KEY)
 
     async def rollback(self, version: str | None = None) -> str:
+        """Go back to ``version`` (default: the previous one); the version left is held.
+
+        The agent does not reinstall a held version by itself; an explicit update does.
+        """
+        left = self.store.current_version()
         target = await anyio.to_thread.run_sync(lambda: self.store.rollback(version))
+        if left is not None and left != target:
+            self._set_held([*self.held_versions(), left])
         self._emit("rolled-back", target)
         return target
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, ClassVar, Protocol, runtime_checkable
@@ -58,6 +58,7 @@ __all__ = [
     "VerifyingSink",
     "fetch_with_fallback",
     "read_range",
+    "STANDARD_OPTIONS",
     "join_url",
 ]
 
@@ -362,6 +363,15 @@ async def read_range(
     if len(buffer.data) != length:
         raise DownloadError(f"{locator}: got {len(buffer.data)} of {length} range bytes")
     return bytes(buffer.data)
+
+
+#: Options every transport factory may receive (and must ignore when they do not apply).
+STANDARD_OPTIONS: Mapping[str, str] = {
+    "rate_limit": "download bandwidth limit in bytes per second (None: unlimited)",
+    "ca_file": "PEM bundle of CAs to trust for TLS instead of the system store",
+    "cert_file": "PEM client certificate for mutual TLS",
+    "key_file": "the client certificate's private key",
+}
 
 
 @frozen
