@@ -37,7 +37,12 @@ CACHE = HERE / ".cache"
 # name: (distribution, old version, new version, member glob inside the wheel)
 BINARY_PAIRS = {
     "pydantic_core_so": ("pydantic-core", "2.33.1", "2.33.2", "pydantic_core/_pydantic_core*.so"),
-    "cryptography_rust_so": ("cryptography", "44.0.2", "44.0.3", "cryptography/hazmat/bindings/_rust.abi3.so"),
+    "cryptography_rust_so": (
+        "cryptography",
+        "44.0.2",
+        "44.0.3",
+        "cryptography/hazmat/bindings/_rust.abi3.so",
+    ),
     "numpy_multiarray_so": ("numpy", "2.2.5", "2.2.6", "numpy/_core/_multiarray_umath*.so"),
     "ruff_bin": ("ruff", "0.11.12", "0.11.13", "ruff-*.data/scripts/ruff"),
 }
@@ -50,8 +55,18 @@ def fetch(dist: str, version: str) -> Path:
     if not wheels:
         dest.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-             "-q", f"{dist}=={version}", "-d", str(dest)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-q",
+                f"{dist}=={version}",
+                "-d",
+                str(dest),
+            ],
             check=True,
         )
         wheels = sorted(dest.glob("*.whl"))
@@ -104,8 +119,11 @@ def worker(old_path: str, new_path: str, out_dir: str) -> None:
     enc = time.perf_counter() - t
     t = time.perf_counter()
     assert bsdiff4.patch(old, shipped) == new
-    result["bsdiff4"] = {"bytes": len(shipped), "diff_s": core_s + enc,
-                         "apply_s": time.perf_counter() - t}
+    result["bsdiff4"] = {
+        "bytes": len(shipped),
+        "diff_s": core_s + enc,
+        "apply_s": time.perf_counter() - t,
+    }
     Path(out_dir, "bsdiff4.patch").write_bytes(shipped)
 
     codec = Bsdiff4LzmaCodec()
@@ -114,8 +132,11 @@ def worker(old_path: str, new_path: str, out_dir: str) -> None:
     enc = time.perf_counter() - t
     t = time.perf_counter()
     assert codec.apply(old, ours, max_output=len(new)) == new
-    result["bsdiff4-lzma"] = {"bytes": len(ours), "diff_s": core_s + enc,
-                              "apply_s": time.perf_counter() - t}
+    result["bsdiff4-lzma"] = {
+        "bytes": len(ours),
+        "diff_s": core_s + enc,
+        "apply_s": time.perf_counter() - t,
+    }
     Path(out_dir, "bsdiff4-lzma.patch").write_bytes(ours)
 
     # our decoder on the shipped format too (bounded bz2), for the apply figure
@@ -129,8 +150,14 @@ def worker(old_path: str, new_path: str, out_dir: str) -> None:
 
 def run_worker(old: Path, new: Path, out_dir: Path) -> tuple[dict[str, object], float]:
     proc = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "--worker", str(old), str(new),
-         str(out_dir)],
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--worker",
+            str(old),
+            str(new),
+            str(out_dir),
+        ],
         stdout=subprocess.PIPE,
     )
     assert proc.stdout is not None
@@ -158,7 +185,9 @@ def file_apply(old: Path, new: Path, patch: Path, codec: str) -> float:
     with tempfile.TemporaryDirectory() as staging:
         t = time.perf_counter()
         apply_patch(
-            old, patch, Path(staging, "out"),
+            old,
+            patch,
+            Path(staging, "out"),
             source_sha256=hashlib.sha256(old.read_bytes()).hexdigest(),
             patch_sha256=hashlib.sha256(patch.read_bytes()).hexdigest(),
             patch_length=patch.stat().st_size,
@@ -177,7 +206,9 @@ def measure_pair(name: str, old: Path, new: Path) -> dict[str, object]:
     assert isinstance(codecs, dict)
     new_bytes = new.read_bytes()
     full = zstd19(new_bytes)
-    default = min(("bsdiff4-lzma", "bsdiff4"), key=lambda c: (codecs[c]["bytes"], c != "bsdiff4-lzma"))
+    default = min(
+        ("bsdiff4-lzma", "bsdiff4"), key=lambda c: (codecs[c]["bytes"], c != "bsdiff4-lzma")
+    )
     row: dict[str, object] = {
         "pair": name,
         "old_bytes": old.stat().st_size,
@@ -205,6 +236,7 @@ def measure_wheel_members(old_whl: Path, new_whl: Path) -> dict[str, object]:
     base.mkdir(parents=True, exist_ok=True)
     old_members = extract_all(old_whl, base / "old")
     new_members = extract_all(new_whl, base / "new")
+
     # the dist-info directory name carries the version: compare members by their role
     def key(p: str) -> str:
         return p.replace(WHEEL_PAIR[1], "V").replace(WHEEL_PAIR[2], "V")
@@ -217,8 +249,9 @@ def measure_wheel_members(old_whl: Path, new_whl: Path) -> dict[str, object]:
     delta_bytes = sum(m.patch.patch_length for m in result.values() if m.patch is not None)
     full_members = [m for m in result.values() if m.status == "full"]
     full_bytes = sum(zstd19(Path(new_by_key[m.path]).read_bytes()) for m in full_members)
-    counts = {s: sum(1 for m in result.values() if m.status == s)
-              for s in ("unchanged", "delta", "full")}
+    counts = {
+        s: sum(1 for m in result.values() if m.status == s) for s in ("unchanged", "delta", "full")
+    }
     return {
         "pair": "pydantic_core_wheel_members",
         "members": counts,
@@ -260,18 +293,24 @@ def main() -> None:
 
     total_b = sum(int(r["bsdiff4"]) for r in rows)  # type: ignore[call-overload]
     total_d = sum(int(r["default"]) for r in rows)  # type: ignore[call-overload]
-    print(json.dumps({
-        "binary_pairs": len(rows),
-        "total_bsdiff4_bytes": total_b,
-        "total_default_bytes": total_d,
-        "total_ratio_default_vs_bsdiff4": round(total_d / total_b, 4) if total_b else None,
-        "target_total_ratio": 0.85,
-        "never_larger": all(int(r["default"]) <= int(r["bsdiff4"]) for r in rows),  # type: ignore[call-overload]
-        "per_pair_ratio": {r["pair"]: r["ratio_default_vs_bsdiff4"] for r in rows},
-        "per_pair_codec": {r["pair"]: r["default_codec"] for r in rows},
-        "wheel_compressed_ratio_vs_bsdiff4": compressed["ratio_default_vs_bsdiff4"],
-        "wheel_members_ratio_to_new_wheel": members["ratio_to_new_wheel"] if members else None,
-    }))
+    print(
+        json.dumps(
+            {
+                "binary_pairs": len(rows),
+                "total_bsdiff4_bytes": total_b,
+                "total_default_bytes": total_d,
+                "total_ratio_default_vs_bsdiff4": round(total_d / total_b, 4) if total_b else None,
+                "target_total_ratio": 0.85,
+                "never_larger": all(int(r["default"]) <= int(r["bsdiff4"]) for r in rows),  # type: ignore[call-overload]
+                "per_pair_ratio": {r["pair"]: r["ratio_default_vs_bsdiff4"] for r in rows},
+                "per_pair_codec": {r["pair"]: r["default_codec"] for r in rows},
+                "wheel_compressed_ratio_vs_bsdiff4": compressed["ratio_default_vs_bsdiff4"],
+                "wheel_members_ratio_to_new_wheel": members["ratio_to_new_wheel"]
+                if members
+                else None,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
