@@ -202,7 +202,19 @@ def cmd_repo_rotate(args: argparse.Namespace) -> int:
         root_expires_days=args.root_expires,
     )
     version = getattr(root, "version", None)
-    _emit(args, {"root_version": version}, f"root rotated to version {version}")
+    stranded = repo.unverifiable_releases()
+    if stranded:
+        sys.stderr.write(
+            "blackhole-sync: warning: published release(s) "
+            f"{', '.join(stranded)} no longer meet the release threshold under root "
+            f"v{version}; nodes will refuse them: withdraw them (release yank) and publish "
+            "new versions\n"
+        )
+    _emit(
+        args,
+        {"root_version": version, "unverifiable_releases": stranded},
+        f"root rotated to version {version}",
+    )
     return EXIT_OK
 
 

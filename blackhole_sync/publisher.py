@@ -81,6 +81,7 @@ from .errors import (
     FormatError,
     LengthOrHashMismatchError,
     NoSuchVersionError,
+    SecurityError,
     SignatureError,
     UnsafePathError,
 )
@@ -700,6 +701,27 @@ class Repository:
                     version, _read_limited(path, 4 * 1024 * 1024), allow_withdrawn=True
                 )
         return state
+
+    def unverifiable_releases(self, *, now: _dt.datetime | None = None) -> list[str]:
+        """Published releases whose manifests no longer verify under the newest root.
+
+        After a rotation or revocation of release keys, a release signed by too few of the
+        remaining keys is refused by every node; re-publish it as a new version (or withdraw
+        it). Withdrawn releases are not listed.
+        """
+        state = self.verifier(now=now)
+        data = self.index_bytes()
+        if data is None:
+            return []
+        index = state.update_index(data)
+        bad = []
+        for version in index.all_releases():
+            path = self.manifest_path(version)
+            try:
+                state.update_manifest(version, _read_limited(path, 4 * 1024 * 1024))
+            except (SecurityError, OSError):
+                bad.append(version)
+        return sorted(bad, key=semver.Version.parse)
 
     # -- root rotation -----------------------------------------------------------------------
 

@@ -1,0 +1,172 @@
+"""Command-line behaviours beyond the bare contract: what an operator relies on."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from cli_helpers import (
+    BIN,
+    ENV,
+    bhs,
+    bhs_json,
+    init_node,
+    init_repo,
+    make_keys,
+    release,
+    serve,
+    snapshot,
+    status,
+    write_artifact,
+)
+
+
+@pytest.fixture
+def repo_with_two(tmp_path: Path):  # type: ignore[no-untyped-def]
+    keys = make_keys(tmp_path / "keys")
+    repo = tmp_path / "repo"
+    init_repo(repo, keys)
+    release(repo, keys, "1.0.0", write_artifact(tmp_path / "v1" / "app", 50_000, seed=1))
+    release(repo, keys, "1.1.0", write_artifact(tmp_path / "v2" / "app", 50_000, seed=2))
+    return keys, repo
+
+
+def test_update_refused_for_replaced_artifact_leaves_trust_exactly_as_it_was(
+    tmp_path: Path,
+    repo_with_two,  # type: ignore[no-untyped-def]
+) -> None:
+    keys, repo = repo_with_two
+    node = tmp_path / "node"
+    init_node(node, repo / "root.json", repo)
+    bhs("node", "update", node, "--version", "1.0.0")
+    before = snapshot(node)
+    manifest = bhs_json("release", "show", repo, "--version", "1.1.0")["manifest"]
+    blob = repo / "blobs" / manifest["artifacts"][0]["hashes"]["sha256"]
+    blob.write_bytes(b"evil" * 12_500)  # same length, other bytes
+    bhs("node", "update", node, expect=3)  # no `node check` first: nothing was saved yet
+    assert snapshot(node) == before
+
+
+def test_rollback_holds_the_version_left_until_an_explicit_update(
+    tmp_path: Path,
+    repo_with_two,  # type: ignore[no-untyped-def]
+) -> None:
+    _, repo = repo_with_two
+    node = tmp_path / "node"
+    init_node(node, repo / "root.json", repo)
+    bhs("node", "update", node, "--version", "1.0.0")
+    bhs("node", "update", node)
+    assert status(node)["current_version"] == "1.1.0"
+    bhs("node", "rollback", node)
+    assert status(node)["held_versions"] == ["1.1.0"]
+    bhs("node", "run", node, "--once")  # the automatic policy must not undo the rollback
+    assert status(node)["current_version"] == "1.0.0"
+    bhs("node", "update", node)  # the operator asks explicitly
+    st = status(node)
+    assert st["current_version"] == "1.1.0" and st["held_versions"] == []
+
+
+def test_health_command_with_arguments_runs_split_like_a_shell(tmp_path: Path) -> None:
+    keys = make_keys(tmp_path / "keys")
+    repo = tmp_path / "repo"
+    init_repo(repo, keys)
+    app = write_artifact(tmp_path / "v1" / "app", 1000)
+    health = "sh -c 'test -x ./app && echo \"healthy app\"'"
+    built = release(repo, keys, "1.0.0", app, build=["--health", health])
+    assert built["version"] == "1.0.0"
+    shown = bhs_json("release", "show", repo, "--version", "1.0.0")["manifest"]
+    assert shown["health"]["argv"] == ["sh", "-c", 'test -x ./app && echo "healthy app"']
+    node = tmp_path / "node"
+    init_node(node, repo / "root.json", repo)
+    assert bhs_json("node", "update", node)["updated"] is True
+    bad = release(
+        repo, keys, "1.1.0", write_artifact(tmp_path / "v2" / "app", 1000, seed=3),
+        build=["--health", "sh -c 'exit 1'", "--no-sandbox"],
+    )  # fmt: skip
+    assert bad["version"] == "1.1.0"
+    bhs("node", "update", node, expect=1)  # failed health check: rolled back
+    assert status(node)["current_version"] == "1.0.0"
+    assert "1.1.0" in status(node)["bad_versions"]
+
+
+def test_revoking_a_release_key_warns_about_releases_nodes_will_refuse(
+    tmp_path: Path,
+    repo_with_two,  # type: ignore[no-untyped-def]
+) -> None:
+    keys, repo = repo_with_two  # both releases are signed by rel1 and rel2
+    result = bhs(
+        "repo", "rotate", repo, "--revoke", keys.ids["rel2"], "--release-threshold", "2",
+        "--release-key", keys.pub("rel1"), "--release-key", keys.pub("rel3"),
+        "--sign-with", keys.key("root1"), "--sign-with", keys.key("root2"), "--json",
+    )  # fmt: skip
+    assert result.json()["unverifiable_releases"] == ["1.0.0", "1.1.0"]
+    assert "warning: published release(s) 1.0.0, 1.1.0 no longer meet" in result.err
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is needed to make a test PKI")
+def test_node_updates_over_https_with_its_own_ca_and_refuses_without_it(
+    tmp_path: Path,
+    repo_with_two,  # type: ignore[no-untyped-def]
+) -> None:
+    _, repo = repo_with_two
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+         "-keyout", str(pki / "key.pem"), "-out", str(pki / "cert.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        [BIN, "serve", str(repo), "--port", "0", "--tls-cert", str(pki / "cert.pem"),
+         "--tls-key", str(pki / "key.pem")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("https://127.0.0.1:")
+        trusting, stranger = tmp_path / "trusting", tmp_path / "stranger"
+        init_node(trusting, repo / "root.json", url)
+        init_node(stranger, repo / "root.json", url)
+        config = trusting / "config.toml"
+        config.write_text(
+            config.read_text().replace('ca_file = ""', f'ca_file = "{pki / "cert.pem"}"')
+        )
+        assert bhs_json("node", "update", trusting)["current_version"] == "1.1.0"
+        refused = bhs("node", "update", stranger, expect=1)  # an unverifiable origin: unreachable
+        assert "certificate" in refused.err
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def test_node_serve_mirrors_a_node_for_its_neighbours(
+    tmp_path: Path,
+    repo_with_two,  # type: ignore[no-untyped-def]
+) -> None:
+    _, repo = repo_with_two
+    alpha, beta = tmp_path / "alpha", tmp_path / "beta"
+    with serve(repo) as origin:
+        init_node(alpha, repo / "root.json", origin.url)
+        bhs("node", "update", alpha)
+    proc = subprocess.Popen(
+        [BIN, "node", "serve", str(alpha), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        mirror = proc.stdout.readline().strip()
+        init_node(beta, alpha / "trust" / "root.json", mirror)
+        assert bhs_json("node", "update", beta)["current_version"] == "1.1.0"
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
