@@ -37,7 +37,7 @@ def test_update_refused_for_replaced_artifact_leaves_trust_exactly_as_it_was(
     tmp_path: Path,
     repo_with_two,  # type: ignore[no-untyped-def]
 ) -> None:
-    keys, repo = repo_with_two
+    _, repo = repo_with_two
     node = tmp_path / "node"
     init_node(node, repo / "root.json", repo)
     bhs("node", "update", node, "--version", "1.0.0")
