@@ -1,4 +1,4 @@
-"""NodeUpdateClient: the I/O side of a node -- metadata refresh and verified blob downloads.
+"""RepositoryClient: the I/O side of a node -- metadata refresh and verified blob downloads.
 
 This is the orchestrator layer of the TUF split: :mod:`trust` decides, this module fetches. It
 walks the root chain, fetches the index and manifests with their size caps, and downloads
@@ -53,7 +53,7 @@ from .transport import (
 )
 from .trust import MAX_ROOT_ROTATIONS, TrustedState
 
-__all__ = ["ClientLimits", "FetchStats", "NodeUpdateClient", "TransportPool", "normalize_source"]
+__all__ = ["ClientLimits", "FetchStats", "RepositoryClient", "TransportPool", "normalize_source"]
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ class TransportPool:
             await transport.aclose()
 
 
-class NodeUpdateClient:
+class RepositoryClient:
     """Fetches signed metadata and blobs from a node's sources."""
 
     def __init__(

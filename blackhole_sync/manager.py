@@ -35,7 +35,7 @@ from attrs import field, frozen
 
 from . import delta as _delta
 from ._fsutil import hash_file, write_atomic
-from .client import ClientLimits, NodeUpdateClient, TransportPool
+from .client import ClientLimits, RepositoryClient, TransportPool
 from .config import NodeConfig
 from .errors import (
     BlackholeSyncError,
@@ -65,6 +65,8 @@ from .trust import TrustedState
 from .versions import VersionManager, compare_versions, sort_versions, version_key
 
 __all__ = [
+    "MAX_START_FAILURES",
+    "NodeUpdateClient",
     "SyncResult",
     "UpdateInfo",
     "UpdateManager",
@@ -287,9 +289,9 @@ class UpdateManager:
     def versions(self) -> VersionManager:
         return VersionManager(self.store, lambda: self._trusted().manifests)
 
-    def _client(self) -> NodeUpdateClient:
+    def _client(self) -> RepositoryClient:
         assert self._pool is not None
-        return NodeUpdateClient(
+        return RepositoryClient(
             self.config.sources, self._pool, limits=ClientLimits(), progress=self._on_progress
         )
 
@@ -406,7 +408,7 @@ class UpdateManager:
     async def _manifest_bytes(
         self,
         state: TrustedState,
-        client: NodeUpdateClient,
+        client: RepositoryClient,
         version: str,
         *,
         fetched: list[tuple[str, bytes]] | None = None,
@@ -522,7 +524,7 @@ class UpdateManager:
         )
 
     async def _stage_full(
-        self, client: NodeUpdateClient, artifact: Artifact, tree: Path, work: Path
+        self, client: RepositoryClient, artifact: Artifact, tree: Path, work: Path
     ) -> None:
         blob = work / f"blob-{artifact.blob.sha256}"
         await client.fetch_blob(artifact.blob, blob, extra_locators=artifact.locators)
@@ -542,7 +544,7 @@ class UpdateManager:
 
     async def _stage_by_delta(
         self,
-        client: NodeUpdateClient,
+        client: RepositoryClient,
         manifest: ReleaseManifest,
         artifact: Artifact,
         current: str,
@@ -592,7 +594,7 @@ class UpdateManager:
 
     async def _apply_one(
         self,
-        client: NodeUpdateClient,
+        client: RepositoryClient,
         record: Any,
         source: Path,
         out: Path,
@@ -629,7 +631,7 @@ class UpdateManager:
 
     async def _rebuild_unpacked(
         self,
-        client: NodeUpdateClient,
+        client: RepositoryClient,
         artifact: Artifact,
         records: Mapping[str | None, Any],
         old_dir: Path,
@@ -1015,3 +1017,35 @@ def _command_env(node_dir: Path, version: str) -> dict[str, str]:
     env["BLACKHOLE_SYNC_VERSION"] = version
     env["BLACKHOLE_SYNC_VERSION_DIR"] = str(node_dir / "versions" / version)
     return env
+
+
+class NodeUpdateClient:
+    """The design's node-side loop: check, select, download, verify, apply, broadcast.
+
+    A thin composition over an open :class:`UpdateManager`; the store's install transaction
+    creates the rollback point and rolls back by itself when a step fails, so a failure here
+    leaves the node on its previous version.
+    """
+
+    def __init__(self, manager: UpdateManager) -> None:
+        self.update_manager = manager
+        self.version_manager = manager.versions
+        self.rollback_manager = manager.store.rollbacks
+
+    def select_update(self, updates: Sequence[UpdateInfo]) -> UpdateInfo | None:
+        """Highest priority first, then the highest version (the design's selectUpdate)."""
+        from .policy import select_update
+
+        return select_update(updates)
+
+    async def check_and_update(self) -> UpdateResult | None:
+        """Install the best available update now; None when the node is up to date."""
+        updates = await self.update_manager.check_for_updates()
+        selected = self.select_update(updates)
+        if selected is None:
+            return None
+        package = await self.update_manager.download_update(selected)
+        await self.update_manager.verify_update(package)
+        result = await self.update_manager.apply_update(package)
+        await self.update_manager.broadcast_update_status()
+        return result

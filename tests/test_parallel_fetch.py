@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 
-from blackhole_sync.client import ClientLimits, NodeUpdateClient, TransportPool
+from blackhole_sync.client import ClientLimits, RepositoryClient, TransportPool
 from blackhole_sync.errors import LengthOrHashMismatchError
 from blackhole_sync.local import LocalTransport
 from blackhole_sync.metadata import MetaFile
@@ -51,11 +51,11 @@ def make_sources(tmp_path: Path, data: bytes, names: list[str]) -> tuple[list[st
     return [str(tmp_path / name) for name in names], meta
 
 
-def client(sources: list[str], **limits: Any) -> NodeUpdateClient:
+def client(sources: list[str], **limits: Any) -> RepositoryClient:
     spec = TransportSpec("counting-local", CountingLocal, schemes={"file"})
     defaults = {"parallel_min_length": 1 * MiB, "parallel_chunk": 256 * 1024}
     defaults.update(limits)
-    return NodeUpdateClient(sources, TransportPool([spec]), limits=ClientLimits(**defaults))
+    return RepositoryClient(sources, TransportPool([spec]), limits=ClientLimits(**defaults))
 
 
 @pytest.fixture(autouse=True)
