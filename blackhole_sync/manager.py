@@ -984,6 +984,13 @@ class UpdateManager:
         self._emit("healthy", current)
         return "good"
 
+    def manifest_of(self, version: str) -> ReleaseManifest:
+        """The verified manifest of ``version``: trusted metadata, or the installed copy."""
+        try:
+            return self._trusted().manifest(version)
+        except KeyError:
+            return self.store.stored_manifest(version)
+
     # -- local operations ---------------------------------------------------------------------
 
     def identity_key(self) -> PrivateKey:
