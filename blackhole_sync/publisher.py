@@ -106,6 +106,7 @@ from .metadata import (
     Unpack,
     check_safe_name,
     check_safe_path,
+    format_time,
     parse_version,
 )
 from .signing import PrivateKey, PublicKey
@@ -118,8 +119,10 @@ __all__ = [
     "RepoConfig",
     "Repository",
     "SandboxRunner",
+    "SignatureVerification",
     "SyncSandboxRunner",
     "UpdateServer",
+    "UpdateSigning",
     "archive_format",
     "list_members",
     "pack_directory",
@@ -1584,3 +1587,73 @@ class UpdateServer:
         for transport in self.transports:
             if "announce" in getattr(transport, "capabilities", ()):
                 await transport.announce(data)
+
+
+@frozen
+class SignatureVerification:
+    """Who validly signed a release, against the release role of the newest root."""
+
+    version: str
+    signed_by: tuple[str, ...]  # key ids of the release role whose signatures verify
+    required: int
+
+    @property
+    def valid(self) -> bool:
+        return len(self.signed_by) >= self.required
+
+
+class UpdateSigning:
+    """The design's UpdateSigning: the release role's keys, threshold and key management.
+
+    Signing adds one key holder's signature to a draft (each holder signs separately, with
+    their own key); key rotation and revocation are root changes, so they need the root
+    keys' signatures (``sign_with``) under both the old and the new root thresholds.
+    """
+
+    def __init__(self, repository: Repository) -> None:
+        self.repository = repository
+
+    @property
+    def required_signatures(self) -> int:
+        return self.repository.root().roles["release"].threshold
+
+    @property
+    def trusted_keys(self) -> list[PublicKey]:
+        _role, keys = self.repository.root().role_keys("release")
+        return list(keys.values())
+
+    def sign_update(self, version: str, key: PrivateKey) -> bool:
+        """Add ``key``'s signature to draft ``version``; False when it had signed already."""
+        return self.repository.sign_release(version, key)
+
+    def verify_signatures(self, version: str) -> SignatureVerification:
+        env, _state = self.repository._envelope_of(version)
+        signers = self.repository._release_signers(self.repository.root(), env)
+        return SignatureVerification(version, tuple(signers), self.required_signatures)
+
+    def rotate_signing_keys(
+        self,
+        new_keys: Sequence[PublicKey],
+        *,
+        sign_with: Sequence[PrivateKey],
+        threshold: int | None = None,
+    ) -> Root:
+        """Replace the release keys (and optionally the threshold) in a new root version."""
+        return self.repository.rotate(
+            sign_with=sign_with, release_keys=new_keys, release_threshold=threshold
+        )
+
+    def revoke_key(
+        self, key: PublicKey | str, reason: str, *, sign_with: Sequence[PrivateKey]
+    ) -> Root:
+        """Remove a key (object or key id) from every role in a new root; record why."""
+        keyid = key.keyid if isinstance(key, PublicKey) else key
+        root = self.repository.rotate(sign_with=sign_with, revoke=[keyid])
+        log_path = self.repository.path / ".bhsync" / "revocations.json"
+        entries = json.loads(log_path.read_text()) if log_path.is_file() else []
+        entries.append(
+            {"keyid": keyid, "reason": reason, "root_version": root.version,
+             "time": format_time(_dt.datetime.now(_dt.UTC))}
+        )  # fmt: skip
+        _write_atomic(log_path, (json.dumps(entries, indent=2) + "\n").encode())
+        return root
