@@ -114,6 +114,13 @@ def _semver(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _bp(value: str) -> int:
+    number = _nonneg_int(value)
+    if number > 10_000:
+        raise argparse.ArgumentTypeError(f"basis points are 0..10000: {value}")
+    return number
+
+
 def _port(value: str) -> int:
     number = _nonneg_int(value)
     if number > 65535:
@@ -259,6 +266,87 @@ def _command(text: str | None, flag: str, timeout: int, window: int | None) -> A
     return Command(tuple(argv), timeout=timeout, window=window or None)
 
 
+def _config_value(text: str) -> Any:
+    """A --config value: JSON when it parses strictly (no floats), else the plain string."""
+    from .metadata import strict_loads
+
+    try:
+        return strict_loads(text.encode(), max_size=64 * 1024)
+    except FormatError:
+        if text[:1] in '[{"' or text.replace(".", "", 1).lstrip("-").isdigit():
+            raise UsageError(
+                f"--config value {text!r}: JSON without floats, or a plain string"
+            ) from None
+        return text
+
+
+def _typed_update_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Manifest parts for configuration, schema and protocol updates from the flags."""
+    from .metadata import (
+        Compatibility,
+        ConfigChange,
+        Migration,
+        ProtocolInfo,
+        SchemaInfo,
+        parse_time,
+    )
+
+    out: dict[str, Any] = {}
+    if args.config:
+        if args.config_scope != "global" and not args.config_selector:
+            raise UsageError(f"--config-scope {args.config_scope} needs --config-selector")
+        effective = None
+        if args.effective:
+            try:
+                effective = parse_time(args.effective, "--effective")
+            except FormatError as exc:
+                raise UsageError(str(exc)) from exc
+        changes = []
+        for item in args.config:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise UsageError(f"--config {item!r}: expected KEY=VALUE")
+            try:
+                changes.append(
+                    ConfigChange(
+                        key,
+                        _config_value(value),
+                        scope=args.config_scope,
+                        selector=args.config_selector if args.config_scope != "global" else None,
+                        effective=effective,
+                        rollback_window=args.rollback_window,
+                    )
+                )
+            except (TypeError, ValueError) as exc:
+                raise UsageError(f"--config {item!r}: {exc}") from exc
+        out["config_changes"] = changes
+    if args.migration:
+        migrations = []
+        for i, path in enumerate(args.migration):
+            try:
+                sql = Path(path).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise UsageError(f"--migration {path}: {exc.strerror}") from exc
+            start = args.schema_from + i
+            migrations.append(Migration(Path(path).stem, start, start + 1, sql))
+        out["migrations"] = migrations
+        out["schema"] = SchemaInfo(args.schema_from, args.schema_from + len(migrations))
+    if args.protocol_version is not None:
+        out["protocol"] = ProtocolInfo(
+            args.protocol_version,
+            breaking=args.breaking,
+            migration_required=args.protocol_migration_required,
+            consensus_threshold_bp=args.consensus_threshold,
+            activation_height=args.activation_height,
+        )
+    if args.min_from_version or args.protocol_version is not None:
+        out["compatibility"] = Compatibility(
+            min_from_version=args.min_from_version,
+            protocol_versions=(args.protocol_version,) if args.protocol_version is not None else (),
+        )
+    return out
+
+
 def _is_archive(path: Path) -> bool:
     name = path.name.lower()
     return name.endswith((".tar", ".tar.gz", ".tgz", ".tar.xz", ".tar.bz2", ".zip"))
@@ -267,6 +355,15 @@ def _is_archive(path: Path) -> bool:
 def cmd_release_build(args: argparse.Namespace) -> int:
     from .metadata import Command
 
+    if not args.artifact and args.type == "binary":
+        raise UsageError("a binary release needs at least one --artifact")
+    if args.min_from_version:
+        from .metadata import parse_version
+
+        try:
+            parse_version(args.min_from_version, "--min-from-version")
+        except FormatError as exc:
+            raise UsageError(str(exc)) from exc
     names = [Path(p).name for p in args.artifact]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
@@ -298,6 +395,7 @@ def cmd_release_build(args: argparse.Namespace) -> int:
         "self_test": self_test,
         "health": health,
         "notes": args.notes or "",
+        **_typed_update_options(args),
     }
     repo = _repo(args.repo)
     artifacts = [Path(p) for p in args.artifact]
@@ -878,7 +976,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("repo")
     p.add_argument("--version", required=True, type=_semver)
-    p.add_argument("--artifact", action="append", required=True, metavar="FILE")
+    p.add_argument(
+        "--artifact",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a file (its basename names it; required for binary releases)",
+    )
     p.add_argument(
         "--type", choices=["binary", "configuration", "protocol", "schema"], default="binary"
     )
@@ -918,6 +1022,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="health command run after the switch, in the version's directory (split like a shell)",
     )
     p.add_argument("--health-timeout", type=_positive_int, default=60, metavar="SECONDS")
+    cfg = p.add_argument_group("configuration updates")
+    cfg.add_argument(
+        "--config",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a network configuration change (VALUE: JSON or a string)",
+    )
+    cfg.add_argument(
+        "--config-scope", choices=["global", "regional", "node-type"], default="global"
+    )
+    cfg.add_argument("--config-selector", metavar="NAME", help="the region or node type")
+    cfg.add_argument("--effective", metavar="YYYY-MM-DDTHH:MM:SSZ", help="when the changes apply")
+    cfg.add_argument("--rollback-window", type=_nonneg_int, default=0, metavar="SECONDS")
+    schema = p.add_argument_group("database schema updates")
+    schema.add_argument(
+        "--migration",
+        action="append",
+        metavar="FILE.sql",
+        help="SQL for the next schema version, in order",
+    )
+    schema.add_argument(
+        "--schema-from",
+        type=_nonneg_int,
+        default=0,
+        metavar="N",
+        help="schema version the first --migration starts from",
+    )
+    proto = p.add_argument_group("protocol updates")
+    proto.add_argument("--protocol-version", type=_nonneg_int, metavar="N")
+    proto.add_argument("--breaking", action="store_true")
+    proto.add_argument("--protocol-migration-required", action="store_true")
+    proto.add_argument(
+        "--consensus-threshold",
+        type=_bp,
+        default=9000,
+        metavar="BP",
+        help="activation threshold in basis points (9000 = 90%%)",
+    )
+    proto.add_argument("--activation-height", type=_nonneg_int, metavar="H")
+    p.add_argument("--min-from-version", metavar="V", help="oldest version that may update to this")
     p.add_argument(
         "--health-window",
         type=_nonneg_int,

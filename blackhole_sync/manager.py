@@ -490,6 +490,11 @@ class UpdateManager:
         self.metrics.start_download(update.version)
         try:
             for artifact in manifest.artifacts_for(self.config.platform, self.config.arch):
+                if current is not None and await self._stage_from_installed(
+                    artifact, current, tree, work
+                ):
+                    methods.add("local")
+                    continue
                 done = False
                 if use_deltas and current is not None and artifact.encryption is None:
                     done = await self._stage_by_delta(
@@ -504,9 +509,13 @@ class UpdateManager:
             shutil.rmtree(staging, ignore_errors=True)
             shutil.rmtree(tree, ignore_errors=True)
             raise
-        method = (
-            "delta" if methods == {"delta"} else ("full" if "delta" not in methods else "mixed")
-        )
+        fetched = methods - {"local"}
+        if not fetched:
+            method = "delta"  # nothing to fetch: every file was already here (a zero-byte delta)
+        elif fetched == {"delta"}:
+            method = "delta"
+        else:
+            method = "full" if "delta" not in fetched else "mixed"
         self.metrics.method = method
         for source, error in client.stats.failures:
             self.metrics.record_source_failure(source, error)
@@ -522,6 +531,24 @@ class UpdateManager:
             client.stats.bytes_fetched,
             current,
         )
+
+    async def _stage_from_installed(
+        self, artifact: Artifact, current: str, tree: Path, work: Path
+    ) -> bool:
+        """Reuse an artifact the current version already holds, byte for byte (re-hashed)."""
+        old_dir = self.store.version_dir(current)
+        if artifact.unpack is None:
+            old = old_dir / artifact.name
+            if not old.is_file() or old.is_symlink() or old.stat().st_size != artifact.length:
+                return False
+            copy = work / f"local-{artifact.sha256}"
+            await anyio.to_thread.run_sync(shutil.copyfile, old, copy)
+            if _file_sha256(copy) != artifact.sha256:
+                copy.unlink()
+                return False
+            await anyio.to_thread.run_sync(self.store.stage_file, copy, artifact, tree)
+            return True
+        return await self._rebuild_unpacked(None, artifact, {}, old_dir, tree, work, {})
 
     async def _stage_full(
         self, client: RepositoryClient, artifact: Artifact, tree: Path, work: Path
@@ -631,7 +658,7 @@ class UpdateManager:
 
     async def _rebuild_unpacked(
         self,
-        client: RepositoryClient,
+        client: RepositoryClient | None,
         artifact: Artifact,
         records: Mapping[str | None, Any],
         old_dir: Path,
@@ -664,7 +691,7 @@ class UpdateManager:
                 unchanged = old.is_file() and not old.is_symlink()
                 if unchanged and record is None and _file_sha256(old) == member.sha256:
                     await anyio.to_thread.run_sync(shutil.copyfile, old, target)
-                elif record is not None:
+                elif record is not None and client is not None:
                     out = work / f"member-{member.sha256}"
                     await self._apply_one(
                         client, record, old, out, member.sha256, member.length, table, work
@@ -708,6 +735,7 @@ class UpdateManager:
         """
         started = time.monotonic()
         previous = self.store.current_version()
+        skipped = self._skipped_releases(previous, package.version)
         self._emit("installing", package.version, method=package.method)
         self.metrics.start_install()
         try:
@@ -721,12 +749,16 @@ class UpdateManager:
                 method=package.method,
                 bytes_fetched=package.bytes_fetched,
                 extra_migrations=[
-                    m
-                    for result in self.plugins.hook.blackhole_sync_migrations(
-                        from_version=previous, to_version=package.version
-                    )
-                    for m in result
+                    *(m for r in skipped for m in r.migrations),
+                    *(
+                        m
+                        for result in self.plugins.hook.blackhole_sync_migrations(
+                            from_version=previous, to_version=package.version
+                        )
+                        for m in result
+                    ),
                 ],
+                extra_config_changes=[c for r in skipped for c in r.config_changes],
                 region=self.config.region or None,
                 node_type=self.config.node_type or None,
             )
@@ -753,6 +785,28 @@ class UpdateManager:
         if package.manifest.critical and self.config.policy.critical.notify_after_install:
             await self._notify("installed", package.version, critical=True)
         return result
+
+    def _skipped_releases(self, previous: str | None, target: str) -> list[ReleaseManifest]:
+        """Releases of the channel between the installed and the target version, ascending.
+
+        A node that skips releases still gets their schema migrations and configuration
+        changes (applied before the target's own), so jumping 1.0 -> 1.2 ends where
+        1.0 -> 1.1 -> 1.2 would, and a new node starts from the network's current
+        configuration. Only verified manifests count.
+        """
+        state = self._trusted()
+        index = state.index
+        if index is None:
+            return []
+        out = []
+        for version in sort_versions(index.releases(self.config.channel)):
+            newer = previous is None or compare_versions(version, previous) > 0
+            if newer and compare_versions(version, target) < 0:
+                try:
+                    out.append(state.manifest(version))
+                except KeyError:
+                    continue
+        return out
 
     def _install_hooks(self, manifest: ReleaseManifest) -> InstallHooks:
         config = self.config

@@ -1106,8 +1106,13 @@ class Repository:
         _check_name(arch, "arch")
         if not 0 <= priority <= 1000:
             raise ValueError("priority must be 0..1000")
-        if not artifacts:
-            raise ValueError("a release needs at least one artifact")
+        if not artifacts and (
+            update_type == "binary" or not (migrations or config_changes or protocol)
+        ):
+            raise ValueError(
+                "a release needs at least one artifact (configuration, schema and protocol "
+                "releases may carry only their changes)"
+            )
         sources = [Path(a) for a in artifacts]
         for src in sources:
             if not src.exists():
@@ -1171,8 +1176,15 @@ class Repository:
                         encryption,
                     )
                 )
+            if not sources:
+                # A configuration, schema or protocol release without files keeps the files
+                # of the newest published release below it: nodes keep running the same
+                # binaries (and fetch nothing: they already hold those bytes).
+                previous = self._delta_origins(version, channel, "auto")[:1]
+                if previous:
+                    built = list(previous[0][1].artifacts)
             deltas: list[DeltaRecord] = []
-            if not recipients:
+            if not recipients and sources:
                 for origin_version, origin in origins:
                     deltas.extend(
                         self._make_deltas(origin_version, origin, built, plaintexts, blobs)

@@ -866,6 +866,7 @@ class NodeStore:
         method: str = "full",
         bytes_fetched: int = 0,
         extra_migrations: Sequence[Migration] = (),
+        extra_config_changes: Sequence[ConfigChange] = (),
         region: str | None = None,
         node_type: str | None = None,
         now: _dt.datetime | None = None,
@@ -936,6 +937,7 @@ class NodeStore:
                     jid,
                     manifest,
                     extra_migrations,
+                    extra_config_changes,
                     region,
                     node_type,
                     now or _dt.datetime.now(_dt.UTC),
@@ -1043,6 +1045,7 @@ class NodeStore:
         jid: int,
         manifest: ReleaseManifest,
         extra: Sequence[Migration],
+        extra_changes: Sequence[ConfigChange],
         region: str | None,
         node_type: str | None,
         now: _dt.datetime,
@@ -1059,7 +1062,7 @@ class NodeStore:
             schema = migrator.migrate_copy(work / self.app_db_path.name)
         config: ConfigResult | None = None
         pending, _history = config_sidecars(self.network_config_path)
-        changes: tuple[ConfigChange, ...] = manifest.config_changes
+        changes: tuple[ConfigChange, ...] = (*extra_changes, *manifest.config_changes)
         if changes or pending.exists():
             for f in (self.network_config_path, *config_sidecars(self.network_config_path)):
                 if f.exists():
