@@ -21,7 +21,7 @@ from collections.abc import Callable
 import nacl.signing
 
 from blackhole_sync.metadata import Envelope, ReleaseManifest, Root, format_time
-from blackhole_sync.signing import PrivateKey
+from blackhole_sync.signing import VERIFY_BACKEND, PrivateKey
 
 THRESHOLD = 3
 SIGNATURES = 5
@@ -132,6 +132,8 @@ def main() -> None:
     ratio = base_rate / full_rate
     print(f"document: {len(data)} bytes, {ARTIFACTS} artifacts, {SIGNATURES} signatures")
     print(f"threshold: {THRESHOLD}; iterations: {args.iterations} in {args.rounds} rounds (best)")
+    print(f"library signature check: {VERIFY_BACKEND}")
+    print("baseline signature check: nacl.signing.VerifyKey.verify (bare pynacl)")
     print(f"parse + verify:      {full_rate:10.0f} verifications/s")
     print(f"{THRESHOLD} bare pynacl verify: {base_rate:10.0f} documents/s")
     print(f"ratio: {ratio:.2f}x (target <= {TARGET_RATIO}x)")
@@ -147,6 +149,8 @@ def main() -> None:
                 "verifications_per_second": round(full_rate, 1),
                 "bare_pynacl_documents_per_second": round(base_rate, 1),
                 "ratio": round(ratio, 3),
+                "library_verify": VERIFY_BACKEND,
+                "baseline_verify": "nacl.signing.VerifyKey.verify",
                 "target_ratio": TARGET_RATIO,
                 "ok": ratio <= TARGET_RATIO,
             }

@@ -171,16 +171,83 @@ def strict_loads(data: bytes, *, max_size: int) -> Any:
     return obj
 
 
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+)
+#: The same encoding for trees fresh from the JSON parser, which cannot hold cycles.
+_CANONICAL_TREE = json.JSONEncoder(
+    sort_keys=True,
+    separators=(",", ":"),
+    ensure_ascii=False,
+    allow_nan=False,
+    check_circular=False,
+)
+
+
 def canonical_bytes(obj: Any) -> bytes:
     """The canonical encoding signatures cover."""
     try:
-        return json.dumps(
-            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode("utf-8")
+        return _CANONICAL.encode(obj).encode("utf-8")
     except UnicodeEncodeError as exc:
         raise FormatError("string is not valid Unicode (lone surrogate)") from exc
     except (TypeError, ValueError) as exc:
         raise FormatError(f"cannot encode canonically: {exc}") from exc
+
+
+#: The strict parser's hooks minus the two that cost on every document (``object_pairs_hook``,
+#: ``parse_int``); floats and NaN/Infinity still raise as they are met.
+_LENIENT_DECODER = json.JSONDecoder(parse_float=_no_float, parse_constant=_no_constant)
+
+
+def _plain_tree(obj: Any, level: int) -> bool:
+    """True when every integer under container ``obj`` is in ``0..MAX_INT`` and no container
+    sits at or below level ``MAX_DEPTH`` (stricter than :func:`_depth`: False only means
+    "let the strict parser decide")."""
+    for value in obj.values() if type(obj) is dict else obj:
+        kind = type(value)
+        if kind is int:
+            if not 0 <= value <= MAX_INT:
+                return False
+        elif kind is dict or kind is list:
+            if level + 1 >= MAX_DEPTH or not _plain_tree(value, level + 1):
+                return False
+    return True
+
+
+def _canonical_envelope(data: bytes) -> tuple[dict[str, Any], bytes] | None:
+    """Parse an envelope that is already in canonical form, as every writer here produces it:
+    ``{"signatures":[...],"signed":{...}}`` byte for byte. Returns the parsed object and the
+    canonical bytes of ``signed``, or None when the strict parser must decide.
+
+    Why this is as strict as :func:`strict_loads`: the document is accepted only if it equals
+    the canonical encoding of what was parsed. That encoding writes each key of each object
+    once (dict keys are unique, and distinct strings encode to distinct text), so a document
+    equal to it holds no duplicate key; it is UTF-8 without a BOM; it has no lone surrogate
+    (encoding would fail). Floats and NaN/Infinity raise while parsing; integers and depth are
+    checked by :func:`_plain_tree`. Any failure or doubt returns None, never an error, so the
+    strict path names every refusal exactly as before. The caller has applied the size cap.
+    """
+    try:
+        text = data.decode("utf-8")
+        obj = _LENIENT_DECODER.decode(text)
+    except (ValueError, RecursionError, FormatError):  # UnicodeDecodeError is a ValueError
+        return None
+    if type(obj) is not dict or len(obj) != 2:
+        return None
+    signed = obj.get("signed")
+    signatures = obj.get("signatures")
+    if type(signed) is not dict or type(signatures) is not list:
+        return None
+    try:
+        signed_bytes = _CANONICAL_TREE.encode(signed).encode("utf-8")
+        sigs_bytes = _CANONICAL_TREE.encode(signatures).encode("utf-8")
+    except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return None
+    if data != b'{"signatures":' + sigs_bytes + b',"signed":' + signed_bytes + b"}":
+        return None
+    if not _plain_tree(obj, 0):
+        return None
+    return obj, signed_bytes
 
 
 # -- field readers ----------------------------------------------------------------------------
@@ -196,6 +263,9 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PLAIN_COMPONENT = r"[A-Za-z0-9_][A-Za-z0-9._+-]{0,254}"
 _PLAIN_NAME = re.compile(_PLAIN_COMPONENT + r"\Z")
 _PLAIN_PATH = re.compile(rf"{_PLAIN_COMPONENT}(?:/{_PLAIN_COMPONENT})*\Z")
+#: ``MAJOR.MINOR.PATCH`` without leading zeros, pre-release or build: semver accepts it and
+#: prints it back unchanged (components short enough for any int conversion limit).
+_PLAIN_VERSION = re.compile(r"(?:0|[1-9][0-9]{0,17})(?:\.(?:0|[1-9][0-9]{0,17})){2}\Z")
 
 
 class _Reader:
@@ -264,7 +334,11 @@ class _Reader:
         default: Any = _MISSING,
         *,
         max_items: int = 10_000,
+        fast: Callable[[Any], T | None] | None = None,
     ) -> Any:
+        """A list field. ``fast``, if given, is an accept-only shortcut: it returns the parsed
+        item for plainly valid input and None otherwise, and ``parse`` then decides (and names
+        the error), so results and errors are those of ``parse`` alone."""
         value = self.obj.pop(key, _MISSING)
         if value is _MISSING or value is None:
             return self._absent(key, value, default)
@@ -272,7 +346,13 @@ class _Reader:
             raise FormatError(f"{self.where}.{key}: expected a list")
         if len(value) > max_items:
             raise FormatError(f"{self.where}.{key}: more than {max_items} items")
-        return tuple(parse(item, f"{self.where}.{key}[{i}]") for i, item in enumerate(value))
+        if fast is None:
+            return tuple(parse(item, f"{self.where}.{key}[{i}]") for i, item in enumerate(value))
+        out = []
+        for i, item in enumerate(value):
+            parsed = fast(item)
+            out.append(parse(item, f"{self.where}.{key}[{i}]") if parsed is None else parsed)
+        return tuple(out)
 
     def mapping(
         self,
@@ -316,6 +396,8 @@ def parse_version(value: Any, where: str = "version") -> str:
     """A semver string without build metadata (``1.2.3``, ``1.2.3-rc.1``)."""
     if not isinstance(value, str):
         raise FormatError(f"{where}: expected a version string")
+    if _PLAIN_VERSION.match(value):  # plainly valid and canonical: what the checks below accept
+        return value
     try:
         parsed = semver.Version.parse(value)
     except (ValueError, TypeError) as exc:
@@ -670,6 +752,9 @@ class Artifact:
 
     @classmethod
     def from_dict(cls, obj: Any, where: str = "artifact") -> Artifact:
+        plain = _plain_artifact(obj)
+        if plain is not None:
+            return plain
         r = _Reader(obj, where)
         name = check_safe_name(r.string("name", max_len=1024), f"{where}.name")
         length = r.integer("length")
@@ -701,6 +786,73 @@ class Artifact:
                 "encryption": None if self.encryption is None else self.encryption.to_dict(),
             },
         )
+
+
+_PLAIN_ARTIFACT_FIELDS = frozenset(
+    {"name", "length", "hashes", "mode", "platform", "arch", "locators"}
+)
+
+
+def _plain_locator(value: Any) -> dict[str, str] | None:
+    """:func:`_locator` for plainly valid input; None means "ask :func:`_locator`"."""
+    if type(value) is not dict or len(value) != 2:
+        return None
+    kind = value.get("kind")
+    loc = value.get("value")
+    if (
+        type(kind) is not str
+        or type(loc) is not str
+        or len(loc) > 4096
+        or _NAME_RE.match(kind) is None  # at most 64 characters; 32 is the field's cap
+        or len(kind) > 32
+    ):
+        return None
+    return {"kind": kind, "value": loc}
+
+
+def _plain_artifact(obj: Any) -> Artifact | None:
+    """:meth:`Artifact.from_dict` for the common, plainly valid shape, without the generic
+    reader: the same checks, accept-only. Anything else (unknown, null or optional nested
+    fields, any doubt) returns None and the full parser decides, with its exact errors."""
+    if type(obj) is not dict or not obj.keys() <= _PLAIN_ARTIFACT_FIELDS:
+        return None
+    name = obj.get("name")
+    length = obj.get("length")
+    hashes = obj.get("hashes")
+    mode = obj.get("mode", 0o644)
+    platform = obj.get("platform", "any")
+    arch = obj.get("arch", "any")
+    # ``type(x) is int`` refuses booleans; names in _PLAIN_NAME are safe and <= 255 chars.
+    if (
+        type(name) is not str
+        or _PLAIN_NAME.match(name) is None
+        or type(length) is not int
+        or not 0 <= length <= MAX_INT
+        or type(mode) is not int
+        or not 0 <= mode <= 0o777
+        or type(platform) is not str
+        or _NAME_RE.match(platform) is None
+        or type(arch) is not str
+        or _NAME_RE.match(arch) is None
+        or type(hashes) is not dict
+        or len(hashes) != 1
+    ):
+        return None
+    digest = hashes.get("sha256")
+    if type(digest) is not str or _HEX64.match(digest) is None:
+        return None
+    locators: tuple[dict[str, str], ...] = ()
+    if "locators" in obj:
+        items = obj["locators"]
+        if type(items) is not list or len(items) > 64:
+            return None
+        parsed = [_plain_locator(item) for item in items]
+        if None in parsed:
+            return None
+        locators = tuple(parsed)  # type: ignore[arg-type]
+    return Artifact(
+        name, length, {"sha256": digest}, mode, platform, arch, None, locators, None, {}
+    )
 
 
 def _locator(value: Any, where: str) -> dict[str, str]:
@@ -1142,7 +1294,7 @@ class ReleaseManifest:
         if utype not in UPDATE_TYPES:
             raise FormatError(f"{where}.type: {utype!r} not one of {UPDATE_TYPES}")
         channel = _channel_name(r.string("channel", max_len=64), f"{where}.channel")
-        artifacts = r.items("artifacts", Artifact.from_dict, max_items=4096)
+        artifacts = r.items("artifacts", Artifact.from_dict, max_items=4096, fast=_plain_artifact)
         keys = [(a.name, a.platform, a.arch) for a in artifacts]
         if len(set(keys)) != len(keys):
             raise FormatError(f"{where}.artifacts: the same name/platform/arch twice")
@@ -1564,15 +1716,25 @@ class Envelope:
     @classmethod
     def from_bytes(cls, data: bytes, *, expected_type: str | None = None) -> Envelope:
         cap = MAX_SIZES.get(expected_type or "", max(MAX_SIZES.values()))
-        obj = strict_loads(data, max_size=cap)
+        fast = None
+        if type(data) is bytes and len(data) <= cap:  # the cap, before anything is parsed
+            fast = _canonical_envelope(data)
+        if fast is None:
+            obj, signed_bytes = strict_loads(data, max_size=cap), None
+        else:
+            obj, signed_bytes = fast
         r = _Reader(obj, "document")
         signed = r.obj_("signed", lambda v, w: _Reader(v, w).extra())
-        sigs = r.items("signatures", _signature, max_items=cls.MAX_SIGNATURES)
+        sigs = r.items(
+            "signatures", _signature, max_items=cls.MAX_SIGNATURES, fast=_plain_signature
+        )
         if r.extra():
             raise FormatError(f"document: unknown top-level fields {sorted(r.extra())}")
         if expected_type is not None and signed.get("_type") != expected_type:
             raise FormatError(f"expected a {expected_type} document, got {signed.get('_type')!r}")
-        return cls(signed, sigs, canonical_bytes(signed), bytes(data))
+        if signed_bytes is None:
+            signed_bytes = canonical_bytes(signed)
+        return cls(signed, sigs, signed_bytes, bytes(data))
 
     def parse(self, model: Callable[[Any], D]) -> D:
         return model(self.signed)
@@ -1600,6 +1762,22 @@ class Envelope:
 
 
 _SIG_HEX = re.compile(r"[0-9a-f]{128}\Z")
+
+
+def _plain_signature(value: Any) -> Signature | None:
+    """:func:`_signature` for plainly valid input; None means "ask :func:`_signature`"."""
+    if type(value) is not dict or len(value) != 2:
+        return None
+    kid = value.get("keyid")
+    sig = value.get("sig")
+    if (
+        type(kid) is not str
+        or type(sig) is not str
+        or _HEX64.match(kid) is None
+        or _SIG_HEX.match(sig) is None
+    ):
+        return None
+    return Signature(kid, sig)
 
 
 def _signature(value: Any, where: str) -> Signature:
