@@ -50,7 +50,7 @@ def test_round_trip_for_a_recipient(tmp_path: Path, node: PrivateKey, size: int)
     blob = cipher.read_bytes()
     assert len(blob) == enc.ciphertext.length == ciphertext_length(size, CHUNK)
     assert hashlib.sha256(blob).hexdigest() == enc.ciphertext.sha256
-    assert data not in blob or size == 0
+    assert size < 16 or data not in blob  # a short plaintext can occur in random bytes by chance
     out = tmp_path / "out"
     decrypt_file(cipher, out, enc, node, MetaFile.of(data))
     assert out.read_bytes() == data
