@@ -25,11 +25,9 @@ from typing import Any
 import anyio
 from blackhole_sync_http.server import serve_repository
 
-from blackhole_sync.config import default_config_text
-from blackhole_sync.manager import UpdateManager
+from blackhole_sync.manager import UpdateManager, init_node
 from blackhole_sync.publisher import Repository
-from blackhole_sync.signing import PrivateKey, write_key_pair
-from blackhole_sync.store import NodeStore
+from blackhole_sync.signing import PrivateKey
 
 MAX_BYTES_RATIO = 0.05
 MAX_TIME_RATIO = 0.25
@@ -64,13 +62,7 @@ def make_repo(base: Path, size: int) -> tuple[Path, bytes, bytes]:
 
 def make_node(base: Path, name: str, repo: Path, url: str) -> Path:
     node = base / name
-    store = NodeStore.create(
-        node,
-        root_bytes=(repo / "root.json").read_bytes(),
-        config_text=default_config_text(sources=[url], channel="stable"),
-    )
-    store.close()
-    write_key_pair(node / "identity.key")
+    init_node(node, root_bytes=(repo / "root.json").read_bytes(), sources=[url])
     return node
 
 

@@ -84,24 +84,26 @@ def _recipient(value: str) -> PublicKey:
     return _public_key(value)
 
 
-def _positive_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
-    return number
+def _int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in ``low..high``."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+        if number < low or (high is not None and number > high):
+            bounds = f"at least {low}" if high is None else f"{low}..{high}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}: {value}")
+        return number
+
+    return parse
 
 
-def _nonneg_int(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {value}")
-    return number
+_positive_int = _int_in(1)
+_nonneg_int = _int_in(0)
+_bp = _int_in(0, 10_000)  # basis points
+_port = _int_in(0, 65_535)
 
 
 def _semver(value: str) -> str:
@@ -112,20 +114,6 @@ def _semver(value: str) -> str:
         return parse_version(value, "version")
     except FormatError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _bp(value: str) -> int:
-    number = _nonneg_int(value)
-    if number > 10_000:
-        raise argparse.ArgumentTypeError(f"basis points are 0..10000: {value}")
-    return number
-
-
-def _port(value: str) -> int:
-    number = _nonneg_int(value)
-    if number > 65535:
-        raise argparse.ArgumentTypeError(f"not a port: {value}")
-    return number
 
 
 def _emit(args: argparse.Namespace, obj: dict[str, Any], text: str | Callable[[], str]) -> None:
@@ -596,20 +584,16 @@ def cmd_node_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_node_init(args: argparse.Namespace) -> int:
-    from .config import default_config_text
-    from .store import NodeStore
+    from .manager import init_node
     from .trust import TrustedState
 
     node = Path(args.node)
     if (node / "state.db").exists() or (node / "config.toml").exists():
         raise ConflictError(f"{node} is already a node")
-    if node.exists() and any(node.iterdir()):
-        raise ConflictError(f"{node} exists and is not empty")
     try:
         root_bytes = Path(args.trust).read_bytes()
     except OSError as exc:
         raise ConfigurationError(f"cannot read {args.trust}: {exc.strerror}") from exc
-    state = TrustedState(root_bytes)  # a root that does not verify: SecurityError, exit 3
     sources = []
     for source in args.source:
         if "://" in source:
@@ -619,24 +603,18 @@ def cmd_node_init(args: argparse.Namespace) -> int:
             sources.append(source)
         else:
             sources.append(os.path.abspath(source))
-    config_text = default_config_text(sources=sources, channel=args.channel)
-    if args.region or args.node_type:
-        from .config import NodeAttributes, NodeConfig
-
-        config = NodeConfig.from_toml(config_text).with_updates(
-            node=NodeAttributes(region=args.region or "", node_type=args.node_type or "")
-        )
-        config_text = config.to_toml()
-    store = NodeStore.create(node, root_bytes=root_bytes, config_text=config_text)
-    store.close()
-    key = write_key_pair(node / "identity.key")
+    key = init_node(
+        node,
+        root_bytes=root_bytes,
+        sources=sources,
+        channel=args.channel,
+        region=args.region or "",
+        node_type=args.node_type or "",
+    )
+    root_version = TrustedState(root_bytes).root.version
     _emit(
         args,
-        {
-            "node": str(node),
-            "node_public_key": key.public_key.hex,
-            "root_version": state.root.version,
-        },
+        {"node": str(node), "node_public_key": key.public_key.hex, "root_version": root_version},
         f"initialised node {node} (public key {key.public_key.hex})",
     )
     return EXIT_OK

@@ -27,14 +27,12 @@ from typing import Any
 
 import anyio
 
-from .config import default_config_text
-from .manager import UpdateManager
+from .manager import UpdateManager, init_node
 from .metadata import Command
 from .mirror import export_mirror
 from .plugins import make_plugin_manager
 from .publisher import Repository
 from .signing import PrivateKey, write_key_pair
-from .store import NodeStore
 
 __all__ = ["run_demo"]
 
@@ -88,13 +86,7 @@ async def _serve(directory: Path) -> AsyncIterator[str | None]:
 
 
 def _init_node(path: Path, root: Path, sources: list[str]) -> None:
-    store = NodeStore.create(
-        path,
-        root_bytes=root.read_bytes(),
-        config_text=default_config_text(sources=sources, channel="stable"),
-    )
-    store.close()
-    write_key_pair(path / "identity.key")
+    init_node(path, root_bytes=root.read_bytes(), sources=sources)
 
 
 async def _update(name: str, node: Path) -> dict[str, Any]:

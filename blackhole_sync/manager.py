@@ -66,6 +66,7 @@ from .versions import VersionManager, compare_versions, sort_versions, version_k
 
 __all__ = [
     "MAX_START_FAILURES",
+    "init_node",
     "NodeUpdateClient",
     "SyncResult",
     "UpdateInfo",
@@ -1078,6 +1079,40 @@ def _command_env(node_dir: Path, version: str) -> dict[str, str]:
     env["BLACKHOLE_SYNC_VERSION"] = version
     env["BLACKHOLE_SYNC_VERSION_DIR"] = str(node_dir / "versions" / version)
     return env
+
+
+def init_node(
+    path: str | os.PathLike[str],
+    *,
+    root_bytes: bytes,
+    sources: Sequence[str],
+    channel: str = "stable",
+    region: str = "",
+    node_type: str = "",
+) -> PrivateKey:
+    """Make a node directory that trusts ``root_bytes`` and follows ``sources``.
+
+    The root must verify with its own root threshold (else :class:`SecurityError`, nothing
+    written); the directory must not exist or be empty (else :class:`ConflictError`). Writes
+    the store layout, a commented ``config.toml`` with every default, and the node's identity
+    key (``identity.key``, 0600). No network access. Returns the identity key.
+    """
+    from .config import NodeAttributes, NodeConfig, default_config_text
+    from .errors import ConflictError
+    from .signing import write_key_pair
+
+    node = Path(path)
+    if node.exists() and (not node.is_dir() or any(node.iterdir())):
+        raise ConflictError(f"{node} exists and is not an empty directory")
+    TrustedState(root_bytes)  # refuse a root that does not verify before writing anything
+    config_text = default_config_text(sources=list(sources), channel=channel)
+    if region or node_type:
+        config = NodeConfig.from_toml(config_text).with_updates(
+            node=NodeAttributes(region=region, node_type=node_type)
+        )
+        config_text = config.to_toml()
+    NodeStore.create(node, root_bytes=root_bytes, config_text=config_text).close()
+    return write_key_pair(node / IDENTITY_KEY)
 
 
 class NodeUpdateClient:

@@ -25,14 +25,12 @@ from typing import Any
 
 import anyio
 
-from blackhole_sync.config import default_config_text
 from blackhole_sync.hookspecs import hookimpl
 from blackhole_sync.local import LocalTransport, path_to_url
-from blackhole_sync.manager import UpdateManager
+from blackhole_sync.manager import UpdateManager, init_node
 from blackhole_sync.plugins import make_plugin_manager
 from blackhole_sync.publisher import Repository
-from blackhole_sync.signing import PrivateKey, write_key_pair
-from blackhole_sync.store import NodeStore
+from blackhole_sync.signing import PrivateKey
 from blackhole_sync.transport import (
     CAP_FETCH,
     CAP_RANGE,
@@ -115,12 +113,7 @@ async def main(work: Path) -> None:
 
     node = work / "node"
     source = "trace+" + path_to_url(work / "repo")
-    NodeStore.create(
-        node,
-        root_bytes=(work / "repo" / "root.json").read_bytes(),
-        config_text=default_config_text(sources=[source], channel="stable"),
-    ).close()
-    write_key_pair(node / "identity.key")
+    init_node(node, root_bytes=(work / "repo" / "root.json").read_bytes(), sources=[source])
 
     plugins = make_plugin_manager()
     plugins.register(sys.modules[__name__], name="example")

@@ -16,11 +16,9 @@ from pathlib import Path
 
 import anyio
 
-from blackhole_sync.config import default_config_text
-from blackhole_sync.manager import UpdateManager
+from blackhole_sync.manager import UpdateManager, init_node
 from blackhole_sync.publisher import Repository
-from blackhole_sync.signing import PrivateKey, write_key_pair
-from blackhole_sync.store import NodeStore
+from blackhole_sync.signing import PrivateKey
 
 
 async def main(work: Path) -> None:
@@ -45,12 +43,9 @@ async def main(work: Path) -> None:
 
     # -- a node: trusts root.json, follows the repository ---------------------------------------
     node = work / "node"
-    NodeStore.create(
-        node,
-        root_bytes=(work / "repo" / "root.json").read_bytes(),
-        config_text=default_config_text(sources=[str(work / "repo")], channel="stable"),
-    ).close()
-    write_key_pair(node / "identity.key")
+    init_node(
+        node, root_bytes=(work / "repo" / "root.json").read_bytes(), sources=[str(work / "repo")]
+    )
 
     async with UpdateManager(node) as manager:
         updates = await manager.check_for_updates()

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from blackhole_sync.config import default_config_text
-from blackhole_sync.manager import MAX_START_FAILURES, UpdateManager
+from blackhole_sync.manager import MAX_START_FAILURES, UpdateManager, init_node
 from blackhole_sync.metadata import Command
 from blackhole_sync.publisher import Repository
-from blackhole_sync.signing import PrivateKey, write_key_pair
+from blackhole_sync.signing import PrivateKey
 from blackhole_sync.store import NodeStore
 
 HEALTH = ("sh", "-c", 'test ! -e "$BLACKHOLE_SYNC_NODE/make-health-fail"')
@@ -36,12 +35,11 @@ def setup(tmp_path: Path, window: int | None) -> Path:
         repo.sign_release(version, key)
         repo.publish_release(version, key)
     node = tmp_path / "node"
-    NodeStore.create(
+    init_node(
         node,
         root_bytes=(tmp_path / "repo" / "root.json").read_bytes(),
-        config_text=default_config_text(sources=[str(tmp_path / "repo")], channel="stable"),
-    ).close()
-    write_key_pair(node / "identity.key")
+        sources=[str(tmp_path / "repo")],
+    )
     return node
 
 

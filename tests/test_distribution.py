@@ -8,15 +8,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from blackhole_sync.config import default_config_text
 from blackhole_sync.distribution import P2PUpdateDistribution, UpdateDistribution
 from blackhole_sync.errors import NoSuchVersionError
 from blackhole_sync.local import LocalTransport
-from blackhole_sync.manager import UpdateManager
+from blackhole_sync.manager import UpdateManager, init_node
 from blackhole_sync.metadata import Envelope, Index
 from blackhole_sync.publisher import Repository
-from blackhole_sync.signing import PrivateKey, write_key_pair
-from blackhole_sync.store import NodeStore
+from blackhole_sync.signing import PrivateKey
 from blackhole_sync.testing import MemoryHub, MemoryTransport
 
 PAYLOAD = b"blackhole node build " * 3000
@@ -40,11 +38,7 @@ def repo(tmp_path: Path) -> Repository:
 
 def make_node(tmp_path: Path, repo: Repository) -> Path:
     node = tmp_path / "node"
-    NodeStore.create(
-        node, root_bytes=(repo.path / "root.json").read_bytes(),
-        config_text=default_config_text(sources=[str(repo.path)], channel="stable"),
-    ).close()  # fmt: skip
-    write_key_pair(node / "identity.key")
+    init_node(node, root_bytes=(repo.path / "root.json").read_bytes(), sources=[str(repo.path)])
     return node
 
 

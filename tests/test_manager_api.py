@@ -14,16 +14,15 @@ from typing import Any
 
 import pytest
 
-from blackhole_sync.config import NodeConfig, default_config_text
+from blackhole_sync.config import NodeConfig
 from blackhole_sync.errors import LengthOrHashMismatchError, SecurityError
 from blackhole_sync.hookspecs import hookimpl
-from blackhole_sync.manager import UpdateManager
+from blackhole_sync.manager import UpdateManager, init_node
 from blackhole_sync.metadata import Envelope, NodeStatusDoc
 from blackhole_sync.plugins import make_plugin_manager
 from blackhole_sync.policy import ManualUpdatePolicy, UpdatePolicy
 from blackhole_sync.publisher import Repository
-from blackhole_sync.signing import PrivateKey, PublicKey, write_key_pair
-from blackhole_sync.store import NodeStore
+from blackhole_sync.signing import PrivateKey, PublicKey
 
 SIZE = 400_000
 
@@ -56,13 +55,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 def make_node(path: Path, repo: Path, source: str) -> Path:
-    store = NodeStore.create(
-        path,
-        root_bytes=(repo / "root.json").read_bytes(),
-        config_text=default_config_text(sources=[source], channel="stable"),
-    )
-    store.close()
-    write_key_pair(path / "identity.key")
+    init_node(path, root_bytes=(repo / "root.json").read_bytes(), sources=[source])
     return path
 
 

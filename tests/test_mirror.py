@@ -8,22 +8,15 @@ from pathlib import Path
 import anyio
 import pytest
 
-from blackhole_sync.config import default_config_text
 from blackhole_sync.errors import LengthOrHashMismatchError
-from blackhole_sync.manager import UpdateManager
+from blackhole_sync.manager import UpdateManager, init_node
 from blackhole_sync.mirror import export_mirror
 from blackhole_sync.publisher import Repository
-from blackhole_sync.signing import PrivateKey, write_key_pair
-from blackhole_sync.store import NodeStore
+from blackhole_sync.signing import PrivateKey
 
 
 def make_node(path: Path, root: Path, sources: list[str]) -> Path:
-    NodeStore.create(
-        path,
-        root_bytes=root.read_bytes(),
-        config_text=default_config_text(sources=sources, channel="stable"),
-    ).close()
-    write_key_pair(path / "identity.key")
+    init_node(path, root_bytes=root.read_bytes(), sources=sources)
     return path
 
 

@@ -17,14 +17,13 @@ from pathlib import Path
 import anyio
 import pytest
 
-from blackhole_sync.config import default_config_text
 from blackhole_sync.errors import DecryptionError
 from blackhole_sync.hookspecs import hookimpl
-from blackhole_sync.manager import UpdateManager
+from blackhole_sync.manager import UpdateManager, init_node
 from blackhole_sync.metadata import ConfigChange, Migration, SchemaInfo
 from blackhole_sync.plugins import make_plugin_manager
 from blackhole_sync.publisher import Repository
-from blackhole_sync.signing import PrivateKey, load_private_key, write_key_pair
+from blackhole_sync.signing import PrivateKey, load_private_key
 from blackhole_sync.store import NodeStore
 
 
@@ -49,12 +48,11 @@ class Setup:
 
     def node(self, name: str = "node") -> Path:
         node = self.tmp / name
-        NodeStore.create(
+        init_node(
             node,
             root_bytes=(self.tmp / "repo" / "root.json").read_bytes(),
-            config_text=default_config_text(sources=[str(self.tmp / "repo")], channel="stable"),
-        ).close()
-        write_key_pair(node / "identity.key")
+            sources=[str(self.tmp / "repo")],
+        )
         return node
 
 

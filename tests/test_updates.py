@@ -8,9 +8,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from blackhole_sync.config import default_config_text
 from blackhole_sync.hookspecs import hookimpl
-from blackhole_sync.manager import NodeUpdateClient, UpdateManager
+from blackhole_sync.manager import NodeUpdateClient, UpdateManager, init_node
 from blackhole_sync.metadata import (
     ConfigChange,
     Envelope,
@@ -21,8 +20,7 @@ from blackhole_sync.metadata import (
 )
 from blackhole_sync.plugins import make_plugin_manager
 from blackhole_sync.publisher import Repository
-from blackhole_sync.signing import PrivateKey, write_key_pair
-from blackhole_sync.store import NodeStore
+from blackhole_sync.signing import PrivateKey
 from blackhole_sync.updates import (
     BinaryUpdate,
     ConfigurationUpdate,
@@ -104,11 +102,7 @@ def test_node_update_client_checks_selects_installs_and_broadcasts(
 ) -> None:
     repo, _ = published
     node = tmp_path / "node"
-    NodeStore.create(
-        node, root_bytes=(repo / "root.json").read_bytes(),
-        config_text=default_config_text(sources=[str(repo)], channel="stable"),
-    ).close()  # fmt: skip
-    write_key_pair(node / "identity.key")
+    init_node(node, root_bytes=(repo / "root.json").read_bytes(), sources=[str(repo)])
     plugins = make_plugin_manager()
     plugins.register(Listener())
 
