@@ -1200,7 +1200,9 @@ def _exit_code(exc: BaseException) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv[:1] or os.environ.get("BLACKHOLE_SYNC_DEBUG") == "1"
+    # --debug is accepted anywhere on the line (before or after the subcommand)
+    debug = "--debug" in argv or os.environ.get("BLACKHOLE_SYNC_DEBUG") == "1"
+    argv = [arg for arg in argv if arg != "--debug"]
     logging.basicConfig(
         level=logging.DEBUG if debug else logging.WARNING,
         format="blackhole-sync: %(levelname)s: %(message)s",
