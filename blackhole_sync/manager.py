@@ -580,35 +580,22 @@ class UpdateManager:
         work: Path,
     ) -> bool:
         """Rebuild ``artifact`` from the installed version plus patches. False: use a full fetch."""
-        records = {
-            d.member: d
-            for d in manifest.deltas
-            if d.artifact == artifact.name and d.from_version == current
-        }
-        if not records:
-            return False
         old_dir = self.store.version_dir(current)
         table = _delta.codec_table(
             codec for result in self.plugins.hook.blackhole_sync_patch_codecs() for codec in result
         )
         try:
             if artifact.unpack is None:
-                record = records.get(None)
-                if record is None:
-                    return False
-                out = work / f"delta-{artifact.sha256}"
-                await self._apply_one(
-                    client,
-                    record,
-                    old_dir / artifact.name,
-                    out,
-                    artifact.sha256,
-                    artifact.length,
-                    table,
-                    work,
+                return await self._apply_chain(
+                    client, manifest, artifact, current, old_dir, tree, work, table
                 )
-                await anyio.to_thread.run_sync(self.store.stage_file, out, artifact, tree)
-                return True
+            records = {
+                d.member: d
+                for d in manifest.deltas
+                if d.artifact == artifact.name and d.from_version == current
+            }
+            if not records:
+                return False
             return await self._rebuild_unpacked(
                 client, artifact, records, old_dir, tree, work, table
             )
@@ -619,6 +606,64 @@ class UpdateManager:
             self.metrics.record_error(f"delta {artifact.name}: {exc}")
             (tree / artifact.name).unlink(missing_ok=True)
             return False
+
+    async def _apply_chain(
+        self,
+        client: RepositoryClient,
+        manifest: ReleaseManifest,
+        artifact: Artifact,
+        current: str,
+        old_dir: Path,
+        tree: Path,
+        work: Path,
+        table: Mapping[str, Any],
+    ) -> bool:
+        """Reach ``artifact`` by the cheapest chain of patches the optimizer finds.
+
+        Edges come from every verified manifest between the installed and the target version
+        (a node two releases behind can take 1.0->1.1->1.2 when 1.2 has no patch from 1.0);
+        each step's output must match that release's artifact before the next step reads it.
+        The optimizer picks a full download when the chain costs more than its set fraction.
+        """
+        state = self._trusted()
+        edges: dict[_delta.DeltaEdge, tuple[Any, str, int]] = {}
+        releases = [m for m in state.manifests.values() if compare_versions(m.version, current) > 0]
+        for release in [*releases, manifest]:
+            if compare_versions(release.version, manifest.version) > 0:
+                continue
+            target = next(
+                (
+                    a
+                    for a in release.artifacts_for(self.config.platform, self.config.arch)
+                    if a.name == artifact.name and a.unpack is None and a.encryption is None
+                ),
+                None,
+            )
+            if target is None:
+                continue
+            for record in release.deltas:
+                if record.artifact == artifact.name and record.member is None:
+                    edge = _delta.DeltaEdge(
+                        record.from_version, release.version, record.patch.length, record.codec
+                    )
+                    edges[edge] = (record, target.sha256, target.length)
+        if not edges:
+            return False
+        optimizer = _delta.UpdateOptimizer(table=table)
+        available = _delta.AvailableUpdates({manifest.version: artifact.blob.length}, list(edges))
+        path = optimizer.calculate_update_path(current, manifest.version, available=available)
+        if not path.is_delta:
+            return False
+        source = old_dir / artifact.name
+        for step in path.steps:
+            assert isinstance(step, _delta.DeltaEdge)
+            record, out_sha, out_length = edges[step]
+            out = work / f"chain-{out_sha}"
+            if not out.exists():
+                await self._apply_one(client, record, source, out, out_sha, out_length, table, work)
+            source = out
+        await anyio.to_thread.run_sync(self.store.stage_file, source, artifact, tree)
+        return True
 
     async def _apply_one(
         self,

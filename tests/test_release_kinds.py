@@ -233,3 +233,21 @@ def test_migrations_from_a_plugin_run_in_the_install(tmp_path: Path) -> None:
         ("peers_id",)
     ]
     conn.close()
+
+
+def test_node_two_releases_behind_takes_a_chain_of_patches(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+    base = bytes(range(256)) * 4096  # 1 MiB
+    app = tmp_path / "app"
+    app.write_bytes(base)
+    s.publish("1.0.0", [app])
+    node = s.node()
+    assert update(node)[:2] == ("1.0.0", "full")
+    app.write_bytes(base[:5000] + b"one" + base[5003:])
+    s.publish("1.1.0", [app], delta_from=["1.0.0"])
+    app.write_bytes(base[:5000] + b"two" + base[5003:900_000] + b"more" + base[900_004:])
+    s.publish("1.2.0", [app], delta_from=["1.1.0"])  # no patch straight from 1.0.0
+    version, method, fetched = update(node)
+    assert (version, method) == ("1.2.0", "delta")
+    assert fetched < 10_000, fetched  # two small patches instead of 1 MiB
+    assert (node / "current" / "app").read_bytes() == app.read_bytes()
