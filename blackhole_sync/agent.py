@@ -44,6 +44,9 @@ async def run_cycle(node_dir: Path) -> tuple[str, float | None]:
             r = result.installed
             return f"installed {r.version} ({r.method}, {r.bytes_fetched} bytes)", None
         if result.decision is None:
+            held = manager.held_versions()
+            if held:
+                return f"up to date (held after a rollback: {', '.join(held)})", None
             return "up to date", None
         decision = result.decision
         wait = None

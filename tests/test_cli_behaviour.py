@@ -170,3 +170,23 @@ def test_node_serve_mirrors_a_node_for_its_neighbours(
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_release_encrypted_to_one_node_by_its_status_hex_installs_only_there(
+    tmp_path: Path,
+) -> None:
+    keys = make_keys(tmp_path / "keys")
+    repo = tmp_path / "repo"
+    init_repo(repo, keys)
+    recipient, outsider = tmp_path / "recipient", tmp_path / "outsider"
+    init_node(recipient, repo / "root.json", repo)
+    init_node(outsider, repo / "root.json", repo)
+    node_key = status(recipient)["node_public_key"]
+    secret = write_artifact(tmp_path / "v1" / "secret-build", 30_000)
+    release(repo, keys, "1.0.0", secret, build=["--encrypt-to", node_key])
+    assert all(p.read_bytes() != secret.read_bytes() for p in (repo / "blobs").iterdir())
+    assert bhs_json("node", "update", recipient)["current_version"] == "1.0.0"
+    assert (recipient / "current" / "secret-build").read_bytes() == secret.read_bytes()
+    refused = bhs("node", "update", outsider, expect=3)
+    assert "recipient" in refused.err or "not one of them" in refused.err
+    assert status(outsider)["current_version"] is None
