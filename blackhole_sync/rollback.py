@@ -288,7 +288,7 @@ class RollbackManager:
             remove_tree(point.path)
 
     def prune_old_rollback_points(self, keep: int, *, protect: set[int] | None = None) -> list[int]:
-        """Keep the ``keep`` newest points (and ``protect``ed ones); the ids removed."""
+        """Keep the ``keep`` newest points and those in ``protect``; return the ids removed."""
         protect = protect or set()
         points = self.rollback_points()
         removed: list[int] = []

@@ -7,15 +7,15 @@ the signed documents alone.
 
 The protocol covers all four planned transports:
 
-========== =================== ================================== =========================
-transport  locator kinds       publish                            announce / subscribe
-========== =================== ================================== =========================
-local      ``url`` (file://)   copy into ``blobs/<sha256>``       no
-http       ``url`` (http[s]://) upload or origin directory        no
-bittorrent ``btih``, ``url``   make a torrent and seed it         BEP 44 mutable item
-ipfs       ``cid``             ``add`` and pin                    pubsub
-gossip     none (peers)        no                                 signed envelopes
-========== =================== ================================== =========================
+=========== ==================== ================================== ========================
+transport   locator kinds        publish                            announce / subscribe
+=========== ==================== ================================== ========================
+local       ``url`` (file://)    copy into ``blobs/<sha256>``       no
+http        ``url`` (http[s]://) the origin directory               no
+bittorrent  ``btih``, ``url``    make a torrent and seed it         BEP 44 mutable item
+ipfs        ``cid``              ``add`` and pin                    pubsub
+gossip      none (peers)         no                                 signed envelopes
+=========== ==================== ================================== ========================
 
 A transport is an async context manager (``async with``, ``aclose``). Optional operations are
 announced in :attr:`Transport.capabilities`; calling one that is absent raises

@@ -3,14 +3,12 @@
 A release manifest carries everything (ARCHITECTURE.md section 3); these attrs classes give
 the design's names to the part each update type is about:
 
-======================= ============================================================
-:class:`BinaryUpdate`   one artifact per platform/architecture, its checksum, the
-                        release's signatures and the delta patches that lead to it
-:class:`ConfigurationUpdate` scoped configuration changes, effective date, rollback window
-:class:`ProtocolUpdate` protocol version, breaking changes, consensus threshold
-:class:`SchemaUpdate`   database schema versions and the ordered migrations
-:class:`DeltaUpdate`    the patches from one installed version to this one
-======================= ============================================================
+* :class:`BinaryUpdate`: one artifact per platform/architecture, its checksum, the release's
+  signatures and the delta patches that lead to it;
+* :class:`ConfigurationUpdate`: scoped configuration changes, effective date, rollback window;
+* :class:`ProtocolUpdate`: protocol version, breaking changes, consensus threshold;
+* :class:`SchemaUpdate`: database schema versions and the ordered migrations;
+* :class:`DeltaUpdate`: the patches from one installed version to this one.
 
 Build them with :func:`update_views` (or each class's ``from_manifest``); they never replace
 the signed manifest, which stays the only thing decisions rest on.
