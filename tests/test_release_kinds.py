@@ -12,15 +12,16 @@ import io
 import json
 import sqlite3
 import tarfile
+import time
 from pathlib import Path
 
 import anyio
 import pytest
 
-from blackhole_sync.errors import DecryptionError
+from blackhole_sync.errors import DecryptionError, HealthCheckError
 from blackhole_sync.hookspecs import hookimpl
 from blackhole_sync.manager import UpdateManager, init_node
-from blackhole_sync.metadata import ConfigChange, Migration, SchemaInfo
+from blackhole_sync.metadata import Command, ConfigChange, Migration, SchemaInfo
 from blackhole_sync.plugins import make_plugin_manager
 from blackhole_sync.publisher import Repository
 from blackhole_sync.signing import PrivateKey, load_private_key
@@ -251,3 +252,30 @@ def test_node_two_releases_behind_takes_a_chain_of_patches(tmp_path: Path) -> No
     assert (version, method) == ("1.2.0", "delta")
     assert fetched < 10_000, fetched  # two small patches instead of 1 MiB
     assert (node / "current" / "app").read_bytes() == app.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "health",
+    [Command(("sh", "-c", "exit 3"), timeout=10), Command(("sleep", "60"), timeout=1)],
+    ids=["failing", "hanging"],
+)
+def test_failing_or_hanging_health_check_ends_on_the_old_version(
+    tmp_path: Path, health: Command
+) -> None:
+    s = Setup(tmp_path)
+    app = tmp_path / "app"
+    app.write_bytes(b"v1" * 1000)
+    s.publish("1.0.0", [app])
+    node = s.node()
+    update(node)
+    app.write_bytes(b"v2" * 1000)
+    s.publish("1.1.0", [app], health=health)
+    started = time.monotonic()
+    with pytest.raises(HealthCheckError):
+        update(node)
+    assert time.monotonic() - started < 30  # the hanging check was cut at its timeout
+    with NodeStore.open(node) as store:
+        assert store.current_version() == "1.0.0"
+        assert store.is_bad("1.1.0")
+        assert store.verify_installed() == []
+    assert (node / "current" / "app").read_bytes() == b"v1" * 1000
