@@ -186,10 +186,11 @@ class Server:
 
 
 @contextmanager
-def serve(repo: Path, *extra: str) -> Iterator[Server]:
-    """``blackhole-sync serve REPO --port 0``; yields once it printed its URL; checks exit 0."""
+def serve(repo: Path, *extra: str, command: Sequence[str] = ("serve",)) -> Iterator[Server]:
+    """``blackhole-sync serve REPO --port 0`` (or another serving ``command``, such as
+    ``node serve``); yields once it printed its URL; checks exit 0 on SIGTERM."""
     proc = subprocess.Popen(
-        [BIN, "serve", str(repo), "--port", "0", *extra],
+        [BIN, *command, str(repo), "--port", "0", *extra],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -200,7 +201,7 @@ def serve(repo: Path, *extra: str) -> Iterator[Server]:
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
-        assert line.startswith("http://127.0.0.1:"), (
+        assert line.startswith(("http://127.0.0.1:", "https://127.0.0.1:")), (
             f"serve printed {line!r}; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
         )
         server = Server(proc, line)

@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 from cli_helpers import (
-    BIN,
-    ENV,
     bhs,
     bhs_json,
     init_node,
@@ -119,18 +117,13 @@ def test_node_updates_over_https_with_its_own_ca_and_refuses_without_it(
          "-keyout", str(pki / "key.pem"), "-out", str(pki / "cert.pem")],
         check=True, capture_output=True,
     )  # fmt: skip
-    proc = subprocess.Popen(
-        [BIN, "serve", str(repo), "--port", "0", "--tls-cert", str(pki / "cert.pem"),
-         "--tls-key", str(pki / "key.pem")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        assert url.startswith("https://127.0.0.1:")
+    with serve(
+        repo, "--tls-cert", str(pki / "cert.pem"), "--tls-key", str(pki / "key.pem")
+    ) as origin:
+        assert origin.url.startswith("https://127.0.0.1:")
         trusting, stranger = tmp_path / "trusting", tmp_path / "stranger"
-        init_node(trusting, repo / "root.json", url)
-        init_node(stranger, repo / "root.json", url)
+        init_node(trusting, repo / "root.json", origin.url)
+        init_node(stranger, repo / "root.json", origin.url)
         config = trusting / "config.toml"
         config.write_text(
             config.read_text().replace('ca_file = ""', f'ca_file = "{pki / "cert.pem"}"')
@@ -138,12 +131,6 @@ def test_node_updates_over_https_with_its_own_ca_and_refuses_without_it(
         assert bhs_json("node", "update", trusting)["current_version"] == "1.1.0"
         refused = bhs("node", "update", stranger, expect=1)  # an unverifiable origin: unreachable
         assert "certificate" in refused.err
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=15) == 0
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 def test_node_serve_mirrors_a_node_for_its_neighbours(
@@ -155,21 +142,9 @@ def test_node_serve_mirrors_a_node_for_its_neighbours(
     with serve(repo) as origin:
         init_node(alpha, repo / "root.json", origin.url)
         bhs("node", "update", alpha)
-    proc = subprocess.Popen(
-        [BIN, "node", "serve", str(alpha), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        mirror = proc.stdout.readline().strip()
-        init_node(beta, alpha / "trust" / "root.json", mirror)
+    with serve(alpha, command=("node", "serve")) as mirror:
+        init_node(beta, alpha / "trust" / "root.json", mirror.url)
         assert bhs_json("node", "update", beta)["current_version"] == "1.1.0"
-    finally:
-        proc.terminate()
-        assert proc.wait(timeout=15) == 0
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
 
 
 def test_release_encrypted_to_one_node_by_its_status_hex_installs_only_there(
