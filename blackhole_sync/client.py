@@ -35,6 +35,7 @@ from .errors import (
     MissingPluginError,
     SecurityError,
     SourceUnavailableError,
+    StallError,
 )
 from .local import path_to_url
 from .metadata import MAX_SIZES, MetaFile
@@ -76,6 +77,9 @@ class ClientLimits:
 
     max_root_rotations: int = MAX_ROOT_ROTATIONS
     max_blob_length: int = 64 * 1024**3
+    #: Seconds one source may take to deliver one signed document (root, index, manifest);
+    #: a slower source is skipped (a slow-drip source cannot hold a check for long).
+    document_timeout: float = 120.0
     #: Blobs at least this large are split into ranges fetched from several sources at once.
     parallel_min_length: int = 8 * 1024**2
     #: Size of one range in a parallel fetch (the most one source can waste on a race).
@@ -179,7 +183,12 @@ class RepositoryClient:
             source=str(locator),
         )
         try:
-            await transport.fetch(locator, sink, max_length=max_length)
+            with anyio.fail_after(self.limits.document_timeout):
+                await transport.fetch(locator, sink, max_length=max_length)
+        except TimeoutError as exc:
+            raise StallError(
+                f"{locator}: not delivered within {self.limits.document_timeout:g} s"
+            ) from exc
         finally:
             self.stats.bytes_fetched += sink.received
         sink.verify()
