@@ -16,7 +16,7 @@ transport a plugin registered is one of the ``protocols`` (``http``, ``bittorren
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,8 +142,3 @@ class P2PUpdateDistribution:
     async def retrieve_update(self, version: str, node: UpdateManager) -> UpdatePackage:
         """Fetch ``version`` into ``node`` (verified), as :meth:`UpdateDistribution.retrieve_update`."""
         return await UpdateDistribution(node, self.protocols).retrieve_update(version)
-
-
-def protocols_of(transports: Sequence[Transport]) -> dict[str, Transport]:
-    """A ``protocols`` mapping from transport instances, keyed by their names."""
-    return {t.name: t for t in transports}

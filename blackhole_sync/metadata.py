@@ -21,10 +21,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 import semver
-from attrs import evolve, field, frozen
+from attrs import field, frozen
 
 from .errors import FormatError, UnsafePathError
-from .signing import PrivateKey, PublicKey, Signature, key_id, verify_threshold
+from .signing import PrivateKey, PublicKey, Signature, verify_threshold
 
 __all__ = [
     "DOCUMENT_TYPES",
@@ -66,8 +66,6 @@ __all__ = [
     "format_time",
     "parse_time",
     "parse_version",
-    "public_key_to_keyid",
-    "replace",
     "strict_loads",
 ]
 
@@ -1789,12 +1787,3 @@ def _signature(value: Any, where: str) -> Signature:
     if r.extra():
         raise FormatError(f"{where}: unknown signature fields")
     return Signature(kid, sig)
-
-
-def public_key_to_keyid(key: PublicKey) -> str:
-    return key_id(key.raw)
-
-
-def replace(obj: D, **changes: Any) -> D:
-    """``attrs.evolve`` re-exported for building new documents from old ones."""
-    return evolve(obj, **changes)  # type: ignore[misc]

@@ -31,8 +31,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, ClassVar, Protocol, runtime_checkable
 
-import anyio
-import anyio.lowlevel
 from attrs import field, frozen
 
 from .errors import (
@@ -448,8 +446,3 @@ async def fetch_with_fallback(
     if last is None:
         raise BlobNotFoundError(f"no source to fetch from (tried {tried})")
     raise last
-
-
-async def checkpoint() -> None:
-    """Yield to the event loop (lets cancellation in during long local copies)."""
-    await anyio.lowlevel.checkpoint()
