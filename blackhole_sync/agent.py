@@ -4,8 +4,8 @@ Each cycle opens the node (taking its lock only for the cycle, so operator comma
 ``node status`` or ``node confirm`` get in between), runs
 :meth:`UpdateManager.sync_with_network`, and sleeps ``check_interval`` seconds (or until the
 next time the policy asked to be consulted, whichever is sooner). SIGTERM and SIGINT stop it
-cleanly between steps; an install in progress is never interrupted half way (the store's
-journal would finish or undo it on the next start anyway).
+cleanly: a download stops at once, while an install in progress runs to its end (commit or
+rollback; the store's journal would finish or undo it on the next start anyway).
 
 Each cycle first watches the current version's health
 (:meth:`UpdateManager.confirm_current_health`): it is marked good once its health window has
@@ -75,8 +75,7 @@ async def run_agent(node_dir: Path, *, once: bool = False, interval: int | None 
         while True:
             wait: float | None = None
             try:
-                with anyio.CancelScope(shield=True):
-                    summary, wait = await run_cycle(node_dir)
+                summary, wait = await run_cycle(node_dir)
                 print(f"{_dt.datetime.now(_dt.UTC):%Y-%m-%dT%H:%M:%SZ} {summary}", flush=True)
             except NodeLockedError:
                 print("node busy (another command holds its lock); will retry", flush=True)

@@ -785,29 +785,32 @@ class UpdateManager:
         self._emit("installing", package.version, method=package.method)
         self.metrics.start_install()
         try:
-            await self.store.install(
-                package.manifest,
-                package.manifest_bytes,
-                package.tree,
-                platform=self.config.platform,
-                arch=self.config.arch,
-                hooks=self._install_hooks(package.manifest),
-                method=package.method,
-                bytes_fetched=package.bytes_fetched,
-                extra_migrations=[
-                    *(m for r in skipped for m in r.migrations),
-                    *(
-                        m
-                        for result in self.plugins.hook.blackhole_sync_migrations(
-                            from_version=previous, to_version=package.version
-                        )
-                        for m in result
-                    ),
-                ],
-                extra_config_changes=[c for r in skipped for c in r.config_changes],
-                region=self.config.region or None,
-                node_type=self.config.node_type or None,
-            )
+            # Once started, an install runs to its end (commit or rollback) even when the
+            # caller is cancelled: stopping half way would leave the work to recovery.
+            with anyio.CancelScope(shield=True):
+                await self.store.install(
+                    package.manifest,
+                    package.manifest_bytes,
+                    package.tree,
+                    platform=self.config.platform,
+                    arch=self.config.arch,
+                    hooks=self._install_hooks(package.manifest),
+                    method=package.method,
+                    bytes_fetched=package.bytes_fetched,
+                    extra_migrations=[
+                        *(m for r in skipped for m in r.migrations),
+                        *(
+                            m
+                            for result in self.plugins.hook.blackhole_sync_migrations(
+                                from_version=previous, to_version=package.version
+                            )
+                            for m in result
+                        ),
+                    ],
+                    extra_config_changes=[c for r in skipped for c in r.config_changes],
+                    region=self.config.region or None,
+                    node_type=self.config.node_type or None,
+                )
         except BlackholeSyncError as exc:
             self.metrics.finish_install(False, exc)
             self._save_metrics()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from cli_helpers import (
+    BIN,
+    ENV,
     bhs,
     bhs_json,
     init_node,
@@ -165,3 +169,43 @@ def test_release_encrypted_to_one_node_by_its_status_hex_installs_only_there(
     refused = bhs("node", "update", outsider, expect=3)
     assert "recipient" in refused.err or "not one of them" in refused.err
     assert status(outsider)["current_version"] is None
+
+
+def test_agent_stops_promptly_on_sigterm_during_a_download_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    keys = make_keys(tmp_path / "keys")
+    repo = tmp_path / "repo"
+    init_repo(repo, keys)
+    release(repo, keys, "1.0.0", write_artifact(tmp_path / "v1" / "app", 4_000_000))
+    node = tmp_path / "node"
+    with serve(repo) as origin:
+        init_node(node, repo / "root.json", origin.url)
+        config = node / "config.toml"
+        config.write_text(
+            config.read_text().replace("bandwidth_limit = 0", "bandwidth_limit = 100000")
+        )
+        agent = subprocess.Popen(
+            [BIN, "node", "run", str(node)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, env=ENV,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # wait until the download is under way
+                staged = [p for p in (node / "staging").rglob("blob-*")]
+                if staged and staged[0].stat().st_size > 0:
+                    break
+                time.sleep(0.1)
+            else:
+                pytest.fail("the download never started")
+            started = time.monotonic()
+            agent.send_signal(signal.SIGTERM)
+            assert agent.wait(timeout=10) == 0
+            assert time.monotonic() - started < 5  # 4 MB at 100 kB/s would take 40 s
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+            agent.communicate()
+    st = status(node)
+    assert st["current_version"] is None and st["installed_versions"] == []
+    assert list((node / "staging").iterdir()) == []  # the next open emptied it
