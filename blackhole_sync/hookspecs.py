@@ -41,9 +41,22 @@ class ServerFactory(Protocol):
     """What ``blackhole_sync_server`` returns: runs an HTTP origin for a repository directory."""
 
     async def serve(
-        self, root: Path, host: str, port: int, *, ready: Callable[[str], None]
+        self,
+        root: Path,
+        host: str,
+        port: int,
+        *,
+        ready: Callable[[str], None],
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
+        tls_client_ca: str | None = None,
     ) -> None:
-        """Serve ``root`` until cancelled; call ``ready(url)`` once listening."""
+        """Serve ``root`` until cancelled; call ``ready(url)`` once listening.
+
+        With ``tls_cert``/``tls_key`` (PEM files) it serves https; ``tls_client_ca`` also
+        requires client certificates signed by that CA. The command line passes these only
+        when the operator gives them.
+        """
         ...
 
 
