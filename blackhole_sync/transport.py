@@ -29,7 +29,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, BinaryIO, ClassVar, Protocol, runtime_checkable
+from typing import Any, BinaryIO, ClassVar, Protocol, Self, runtime_checkable
 
 from attrs import field, frozen
 
@@ -263,7 +263,7 @@ class Transport(Protocol):
 
     async def aclose(self) -> None: ...
 
-    async def __aenter__(self) -> Transport: ...
+    async def __aenter__(self) -> Self: ...
 
     async def __aexit__(
         self,
@@ -298,7 +298,7 @@ class BaseTransport:
     async def aclose(self) -> None:
         self.closed = True
 
-    async def __aenter__(self) -> BaseTransport:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
