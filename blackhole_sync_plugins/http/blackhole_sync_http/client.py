@@ -323,7 +323,9 @@ class HttpTransport(BaseTransport):
         max_length: int,
     ) -> None:
         status = response.status
-        if status in (404, 410):
+        if status in (403, 404, 410):
+            # Object stores (S3 and the like) answer 403 for a missing key when listing is
+            # not allowed; like python-tuf, treat it as "not there" (e.g. no newer root).
             raise BlobNotFoundError(f"{url}: HTTP {status}")
         if status in _RETRY_STATUS or status >= 500:
             raise SourceUnavailableError(f"{url}: HTTP {status}")

@@ -51,7 +51,8 @@ class HostileMirror:
 
     ``mode``: ``cut`` (serves ``data`` honouring Range, but drops the connection after a random
     number of bytes per response), ``stall`` (headers, then silence), ``endless`` (headers
-    without a length, then bytes forever), ``garbage`` (not HTTP at all).
+    without a length, then bytes forever), ``garbage`` (not HTTP at all), ``forbidden``
+    (403 for everything, as an object store answers for a key it does not hold).
     """
 
     def __init__(self, mode: str, data: bytes = b"", *, seed: int = 1) -> None:
@@ -112,6 +113,11 @@ class HostileMirror:
         while True:
             await stream.send(block)
             self.bytes_sent += len(block)
+
+    async def _forbidden(self, stream: SocketStream, head: bytes) -> None:
+        await stream.send(
+            b"HTTP/1.1 403 Forbidden\r\nContent-Length: 13\r\nConnection: close\r\n\r\nAccessDenied\n"
+        )
 
     async def _garbage(self, stream: SocketStream, head: bytes) -> None:
         await stream.send(b"\x00\xffSSH-2.0-definitely not http\r\n" * 50)

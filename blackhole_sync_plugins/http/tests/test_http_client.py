@@ -215,6 +215,18 @@ async def test_mirror_answering_garbage_falls_back(tmp_path: Path, task_group: T
     assert mirror.requests == 2  # tried once, retried once, then abandoned
 
 
+async def test_object_store_403_for_a_missing_key_means_not_found(task_group: TaskGroup) -> None:
+    mirror = await start_mirror(task_group, HostileMirror("forbidden"))
+    async with HttpTransport() as transport:
+        with pytest.raises(BlobNotFoundError):
+            await transport.fetch(
+                Locator.url(f"{mirror.url}/2.root.json"),
+                io.BytesIO(),
+                max_length=1000,  # type: ignore[arg-type]
+            )
+    assert mirror.requests == 1  # "not there" is an answer: no retries
+
+
 async def test_mirror_stalling_after_headers_falls_back(
     tmp_path: Path, task_group: TaskGroup
 ) -> None:
