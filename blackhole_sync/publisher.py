@@ -74,6 +74,7 @@ import semver
 from attrs import frozen
 
 from . import delta as _delta
+from ._fsutil import fsync_dir, fsync_file, write_atomic
 from .crypto import encrypt_file
 from .errors import (
     ConfigurationError,
@@ -167,29 +168,6 @@ def _norm_time(value: _dt.datetime | None) -> _dt.datetime:
     if value.tzinfo is None:
         raise ValueError("times must be timezone-aware")
     return value.astimezone(_dt.UTC).replace(microsecond=0)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _read_limited(path: Path, cap: int) -> bytes:
@@ -636,11 +614,11 @@ class Repository:
             d.mkdir(parents=True, exist_ok=True)
         os.chmod(repo.private_dir, 0o700)
         (repo.private_dir / "lock").touch(0o600)
-        _write_atomic(repo.private_dir / "config.json", _json(config.to_dict()), 0o600)
-        _write_atomic(repo.root_path(1), root_env.raw)
-        _write_atomic(repo.root_path(), root_env.raw)
+        write_atomic(repo.private_dir / "config.json", _json(config.to_dict()), mode=0o600)
+        write_atomic(repo.root_path(1), root_env.raw)
+        write_atomic(repo.root_path(), root_env.raw)
         if index_env is not None:
-            _write_atomic(repo.index_path, index_env.raw)
+            write_atomic(repo.index_path, index_env.raw)
         return repo
 
     @classmethod
@@ -824,15 +802,15 @@ class Repository:
         new_index = None
         if index_signer is not None:
             new_index = self._next_index(index_signer, now, lambda chans: chans, state=state)
-        _write_atomic(self.root_path(new.version), env.raw)
-        _write_atomic(self.root_path(), env.raw)
+        write_atomic(self.root_path(new.version), env.raw)
+        write_atomic(self.root_path(), env.raw)
         if root_expires_days is not None and root_expires_days != self.config.root_expires_days:
             self.config = RepoConfig(
                 root_expires_days, self.config.index_expires_seconds, self.config.network_id
             )
-            _write_atomic(self.private_dir / "config.json", _json(self.config.to_dict()), 0o600)
+            write_atomic(self.private_dir / "config.json", _json(self.config.to_dict()), mode=0o600)
         if new_index is not None:
-            _write_atomic(self.index_path, new_index[1])
+            write_atomic(self.index_path, new_index[1])
         return new
 
     # -- the index -------------------------------------------------------------------------------
@@ -874,7 +852,7 @@ class Repository:
     def refresh(self, index_key: PrivateKey, *, now: _dt.datetime | None = None) -> Index:
         """Re-sign the index with version+1 and a fresh expiry; no new release."""
         index, data, _ = self._next_index(index_key, _norm_time(now), lambda chans: chans)
-        _write_atomic(self.index_path, data)
+        write_atomic(self.index_path, data)
         return index
 
     # -- releases: state -------------------------------------------------------------------------
@@ -1056,15 +1034,15 @@ class Repository:
     def _finalize(self, prepared: _Prepared) -> None:
         target = self.draft_dir(prepared.version)
         shutil.rmtree(prepared.workdir / "packed", ignore_errors=True)
-        _fsync_file(prepared.workdir / "manifest.json")
-        _fsync_dir(prepared.workdir / "blobs")
+        fsync_file(prepared.workdir / "manifest.json")
+        fsync_dir(prepared.workdir / "blobs")
         if target.exists() or self._published().get(prepared.version):
             raise ConflictError(f"release {prepared.version} exists")
         try:
             os.rename(prepared.workdir, target)
         except OSError as exc:
             raise ConflictError(f"release {prepared.version} exists") from exc
-        _fsync_dir(self.drafts_dir)
+        fsync_dir(self.drafts_dir)
 
     def _check_new_version(self, version: str) -> None:
         parse_version(version, "release version")
@@ -1349,7 +1327,7 @@ class Repository:
             return False
         kept = tuple(s for s in env.signatures if s.keyid != key.keyid)
         new = Envelope.of(env.signed, (*kept, key.sign(env.signed_bytes)))
-        _write_atomic(self.draft_dir(version) / "manifest.json", new.raw)
+        write_atomic(self.draft_dir(version) / "manifest.json", new.raw)
         return True
 
     def release_blobs(self, manifest: ReleaseManifest) -> dict[str, MetaFile]:
@@ -1401,9 +1379,9 @@ class Repository:
                 src.unlink()
             else:
                 os.replace(src, self.blob_path(sha))
-        _fsync_dir(self.blobs_dir)
-        _write_atomic(self.manifest_path(version), data)
-        _write_atomic(self.index_path, index_data)
+        fsync_dir(self.blobs_dir)
+        write_atomic(self.manifest_path(version), data)
+        write_atomic(self.index_path, index_data)
         shutil.rmtree(self.draft_dir(version), ignore_errors=True)
         return index
 
@@ -1433,16 +1411,8 @@ class Repository:
             return chans
 
         index, data, _ = self._next_index(index_key, _norm_time(now), withdraw)
-        _write_atomic(self.index_path, data)
+        write_atomic(self.index_path, data)
         return index
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _json(obj: Any) -> bytes:
@@ -1667,5 +1637,5 @@ class UpdateSigning:
             {"keyid": keyid, "reason": reason, "root_version": root.version,
              "time": format_time(_dt.datetime.now(_dt.UTC))}
         )  # fmt: skip
-        _write_atomic(log_path, (json.dumps(entries, indent=2) + "\n").encode())
+        write_atomic(log_path, (json.dumps(entries, indent=2) + "\n").encode())
         return root
