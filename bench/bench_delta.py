@@ -103,7 +103,7 @@ def worker(old_path: str, new_path: str, out_dir: str) -> None:
     import bsdiff4
     import bsdiff4.core
 
-    from blackhole_sync.delta import Bsdiff4LzmaCodec
+    from blackhole_sync.codecs.delta import Bsdiff4LzmaCodec
 
     old = Path(old_path).read_bytes()
     new = Path(new_path).read_bytes()
@@ -140,7 +140,7 @@ def worker(old_path: str, new_path: str, out_dir: str) -> None:
     Path(out_dir, "bsdiff4-lzma.patch").write_bytes(ours)
 
     # our decoder on the shipped format too (bounded bz2), for the apply figure
-    from blackhole_sync.delta import Bsdiff4Codec
+    from blackhole_sync.codecs.delta import Bsdiff4Codec
 
     t = time.perf_counter()
     assert Bsdiff4Codec().apply(old, shipped, max_output=len(new)) == new
@@ -179,7 +179,7 @@ def zstd19(data: bytes) -> int:
 
 
 def file_apply(old: Path, new: Path, patch: Path, codec: str) -> float:
-    from blackhole_sync.delta import apply_patch
+    from blackhole_sync.codecs.delta import apply_patch
 
     new_bytes = new.read_bytes()
     with tempfile.TemporaryDirectory() as staging:
@@ -230,7 +230,7 @@ def measure_pair(name: str, old: Path, new: Path) -> dict[str, object]:
 
 
 def measure_wheel_members(old_whl: Path, new_whl: Path) -> dict[str, object]:
-    from blackhole_sync.delta import member_deltas
+    from blackhole_sync.codecs.delta import member_deltas
 
     base = CACHE / "extract" / "wheel"
     base.mkdir(parents=True, exist_ok=True)

@@ -38,7 +38,7 @@ def _client(url: str, sha: str, size: int, out: str, rate: int | None, cut: int 
     import anyio
     from blackhole_sync_http import HttpTransport
 
-    from blackhole_sync.transport import Locator, VerifyingSink
+    from blackhole_sync.fetch.transport import Locator, VerifyingSink
 
     async def main() -> dict[str, float]:
         locator = Locator.url(url)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import anyio
 
-from blackhole_sync.metadata import Artifact, Envelope, ReleaseManifest
-from blackhole_sync.store import NodeStore
+from blackhole_sync.documents.metadata import Artifact, Envelope, ReleaseManifest
+from blackhole_sync.node.store import NodeStore
 
 
 def make_source(path: Path, size: int) -> str:

@@ -25,9 +25,9 @@ from typing import Any
 import anyio
 from blackhole_sync_http.server import serve_repository
 
+from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.manager import UpdateManager, init_node
-from blackhole_sync.publisher import Repository
-from blackhole_sync.signing import PrivateKey
+from blackhole_sync.release.publisher import Repository
 
 MAX_BYTES_RATIO = 0.05
 MAX_TIME_RATIO = 0.25

@@ -20,8 +20,8 @@ from collections.abc import Callable
 
 import nacl.signing
 
-from blackhole_sync.metadata import Envelope, ReleaseManifest, Root, format_time
-from blackhole_sync.signing import VERIFY_BACKEND, PrivateKey
+from blackhole_sync.documents.metadata import Envelope, ReleaseManifest, Root, format_time
+from blackhole_sync.documents.signing import VERIFY_BACKEND, PrivateKey
 
 THRESHOLD = 3
 SIGNATURES = 5

@@ -58,7 +58,7 @@ async def run_cycle(node_dir: Path) -> tuple[str, float | None]:
 
 async def run_agent(node_dir: Path, *, once: bool = False, interval: int | None = None) -> None:
     """Run cycles until SIGTERM/SIGINT (or once)."""
-    from .config import NodeConfig
+    from .node import NodeConfig
 
     config = NodeConfig.from_file(node_dir / "config.toml")
     period = float(interval or config.check_interval)

@@ -27,12 +27,11 @@ from typing import Any
 
 import anyio
 
+from .documents import Command, PrivateKey, write_key_pair
+from .fetch import make_plugin_manager
 from .manager import UpdateManager, init_node
-from .metadata import Command
 from .mirror import export_mirror
-from .plugins import make_plugin_manager
-from .publisher import Repository
-from .signing import PrivateKey, write_key_pair
+from .release import Repository
 
 __all__ = ["run_demo"]
 

@@ -25,11 +25,11 @@ from attrs import field, frozen
 
 from ._fsutil import hash_file
 from .errors import LengthOrHashMismatchError, NoSuchVersionError
-from .transport import CAP_ANNOUNCE, CAP_PUBLISH, Locator, Transport
+from .fetch import CAP_ANNOUNCE, CAP_PUBLISH, Locator, Transport
 
 if TYPE_CHECKING:
     from .manager import UpdateManager, UpdatePackage
-    from .publisher import Repository
+    from .release import Repository
 
 __all__ = ["DistributionResult", "P2PUpdateDistribution", "UpdateDistribution"]
 
@@ -114,7 +114,7 @@ class P2PUpdateDistribution:
         self.protocols = dict(protocols)
 
     async def distribute_update(self, version: str) -> DistributionResult:
-        from .metadata import ReleaseManifest
+        from .documents import ReleaseManifest
 
         envelope, state = self.repository._envelope_of(version)
         if state != "published":

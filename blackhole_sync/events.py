@@ -1,6 +1,6 @@
 """Update lifecycle events: what notification channels and observers receive.
 
-:class:`UpdateEvent` implements the :class:`blackhole_sync.hookspecs.UpdateEvent` protocol
+:class:`UpdateEvent` implements the :class:`blackhole_sync.fetch.hookspecs.UpdateEvent` protocol
 (``kind``, ``version``, ``detail``) and adds the time it happened. ``detail`` is a read-only
 mapping holding JSON-serialisable values only (see :meth:`UpdateEvent.to_dict`).
 """

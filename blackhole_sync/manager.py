@@ -33,10 +33,23 @@ import anyio
 import anyio.to_thread
 from attrs import field, frozen
 
-from . import delta as _delta
 from ._fsutil import hash_file, write_atomic
-from .client import ClientLimits, RepositoryClient, TransportPool
-from .config import NodeConfig
+from .codecs import delta as _delta
+from .documents import (
+    Artifact,
+    Envelope,
+    NodeStatusDoc,
+    PrivateKey,
+    ReleaseManifest,
+    TrustedState,
+    VersionManager,
+    compare_versions,
+    format_time,
+    load_private_key,
+    parse_time,
+    sort_versions,
+    version_key,
+)
 from .errors import (
     BlackholeSyncError,
     LengthOrHashMismatchError,
@@ -47,22 +60,16 @@ from .errors import (
     WithdrawnReleaseError,
 )
 from .events import UpdateEvent
-from .metadata import (
-    Artifact,
-    Envelope,
-    NodeStatusDoc,
-    ReleaseManifest,
-    format_time,
-    parse_time,
+from .fetch import (
+    ClientLimits,
+    PluginHost,
+    ProgressEvent,
+    RepositoryClient,
+    TransportPool,
+    make_plugin_manager,
 )
 from .metrics import ResourceSampler, UpdateMetrics
-from .plugins import PluginHost, make_plugin_manager
-from .policy import Decision, PolicyState, UpdatePolicy, decide
-from .signing import PrivateKey, load_private_key
-from .store import InstallHooks, NodeStore
-from .transport import ProgressEvent
-from .trust import TrustedState
-from .versions import VersionManager, compare_versions, sort_versions, version_key
+from .node import Decision, InstallHooks, NodeConfig, NodeStore, PolicyState, UpdatePolicy, decide
 
 __all__ = [
     "MAX_START_FAILURES",
@@ -558,7 +565,7 @@ class UpdateManager:
         await client.fetch_blob(artifact.blob, blob, extra_locators=artifact.locators)
         plain = blob
         if artifact.encryption is not None:
-            from .crypto import decrypt_file
+            from .codecs import decrypt_file
 
             plain = work / f"plain-{artifact.sha256}"
             await anyio.to_thread.run_sync(
@@ -868,12 +875,12 @@ class UpdateManager:
         async def sandbox(tree: Path, data_dir: Path, _manifest: ReleaseManifest) -> None:
             if self_test is None:
                 return
-            from .sandbox import run_sandbox_test
+            from .node import run_sandbox_test
 
             await run_sandbox_test(tree, data_dir, self_test)
 
         async def check_health(version: str, _manifest: ReleaseManifest) -> None:
-            from .health import require_healthy
+            from .node import require_healthy
 
             checks = [
                 c
@@ -900,7 +907,7 @@ class UpdateManager:
                 return
             argv = config.restart_command()
             if argv:
-                from .health import run_restart_command
+                from .node import run_restart_command
 
                 await run_restart_command(
                     list(argv),
@@ -937,7 +944,7 @@ class UpdateManager:
 
     def set_update_policy(self, policy: UpdatePolicy) -> None:
         """Persist ``policy`` to the node's config.toml and use it from now on."""
-        from .config import write_config
+        from .node import write_config
 
         self._config = self.config.with_policy(policy)
         write_config(self.node_dir, self._config)
@@ -1145,9 +1152,9 @@ def init_node(
     the store layout, a commented ``config.toml`` with every default, and the node's identity
     key (``identity.key``, 0600). No network access. Returns the identity key.
     """
-    from .config import NodeAttributes, NodeConfig, default_config_text
+    from .documents import write_key_pair
     from .errors import ConflictError
-    from .signing import write_key_pair
+    from .node import NodeAttributes, NodeConfig, default_config_text
 
     node = Path(path)
     if node.exists() and (not node.is_dir() or any(node.iterdir())):
@@ -1178,7 +1185,7 @@ class NodeUpdateClient:
 
     def select_update(self, updates: Sequence[UpdateInfo]) -> UpdateInfo | None:
         """Highest priority first, then the highest version (the design's selectUpdate)."""
-        from .policy import select_update
+        from .node import select_update
 
         return select_update(updates)
 

@@ -2,7 +2,7 @@
 
 :class:`UpdateMetrics` is the design's ``UpdateMetrics`` for one update on one node. It is
 fed by the update manager: :class:`MetricsObserver` turns the transports'
-:class:`~blackhole_sync.transport.ProgressEvent` stream (and ``fetch_with_fallback``'s
+:class:`~blackhole_sync.fetch.transport.ProgressEvent` stream (and ``fetch_with_fallback``'s
 failures) into download metrics; :meth:`UpdateMetrics.step` times install steps and takes a
 resource sample at each boundary; :class:`ResourceSampler` measures the process's CPU, memory
 and disk I/O with psutil, on demand (cheap: a few ``/proc`` reads per sample) or from an
@@ -25,7 +25,7 @@ import psutil  # type: ignore[import-untyped, unused-ignore]
 from anyio.abc import TaskStatus
 from attrs import define, field, frozen
 
-from .transport import Locator, ProgressEvent
+from .fetch import Locator, ProgressEvent
 
 __all__ = [
     "ArtifactProgress",
@@ -609,7 +609,7 @@ class _Step:
 class MetricsObserver:
     """Turns transport progress events into :class:`UpdateMetrics` for one artifact.
 
-    Pass it as a :class:`~blackhole_sync.transport.VerifyingSink`'s ``progress`` callback and
+    Pass it as a :class:`~blackhole_sync.fetch.transport.VerifyingSink`'s ``progress`` callback and
     :meth:`on_failure` as ``fetch_with_fallback``'s ``on_failure``::
 
         observer = MetricsObserver(metrics, artifact.name, total=artifact.length)

@@ -20,7 +20,7 @@ from pathlib import Path
 from attrs import frozen
 
 from ._fsutil import hash_file, write_atomic
-from .metadata import Envelope, ReleaseManifest
+from .documents import Envelope, ReleaseManifest
 
 __all__ = ["MirrorResult", "export_mirror"]
 

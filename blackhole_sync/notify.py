@@ -27,8 +27,8 @@ from .errors import ConfigurationError
 from .events import event_to_dict
 
 if TYPE_CHECKING:
-    from .config import WebhookSettings
-    from .hookspecs import NotificationChannel, UpdateEvent
+    from .fetch import NotificationChannel, UpdateEvent
+    from .node import WebhookSettings
 
 __all__ = [
     "BUILTIN_CHANNELS",

@@ -21,14 +21,14 @@ from collections.abc import Sequence
 
 from attrs import frozen
 
-from .metadata import (
+from .documents import (
     ConfigChange,
     DeltaRecord,
     Envelope,
     Migration,
     ReleaseManifest,
+    Signature,
 )
-from .signing import Signature
 
 __all__ = [
     "BinaryUpdate",

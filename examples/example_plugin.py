@@ -25,13 +25,10 @@ from typing import Any
 
 import anyio
 
-from blackhole_sync.hookspecs import hookimpl
-from blackhole_sync.local import LocalTransport, path_to_url
-from blackhole_sync.manager import UpdateManager, init_node
-from blackhole_sync.plugins import make_plugin_manager
-from blackhole_sync.publisher import Repository
-from blackhole_sync.signing import PrivateKey
-from blackhole_sync.transport import (
+from blackhole_sync.documents.signing import PrivateKey
+from blackhole_sync.fetch.local import LocalTransport, path_to_url
+from blackhole_sync.fetch.plugins import make_plugin_manager
+from blackhole_sync.fetch.transport import (
     CAP_FETCH,
     CAP_RANGE,
     BaseTransport,
@@ -39,6 +36,9 @@ from blackhole_sync.transport import (
     Sink,
     TransportSpec,
 )
+from blackhole_sync.fetch.hookspecs import hookimpl
+from blackhole_sync.manager import UpdateManager, init_node
+from blackhole_sync.release.publisher import Repository
 
 EVENTS = Path(tempfile.gettempdir()) / f"example-plugin-events-{os.getpid()}.jsonl"
 

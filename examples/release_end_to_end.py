@@ -16,9 +16,9 @@ from pathlib import Path
 
 import anyio
 
+from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.manager import UpdateManager, init_node
-from blackhole_sync.publisher import Repository
-from blackhole_sync.signing import PrivateKey
+from blackhole_sync.release.publisher import Repository
 
 
 async def main(work: Path) -> None:

@@ -24,15 +24,15 @@ from typing import Any
 
 import anyio
 
-from blackhole_sync.errors import HealthCheckError
-from blackhole_sync.metadata import (
+from blackhole_sync.documents.metadata import (
     Artifact,
     ConfigChange,
     Envelope,
     Migration,
     ReleaseManifest,
 )
-from blackhole_sync.store import InstallHooks, NodeStore
+from blackhole_sync.errors import HealthCheckError
+from blackhole_sync.node.store import InstallHooks, NodeStore
 
 RELEASED = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 HERE = Path(__file__).resolve()

@@ -2,7 +2,7 @@
 
 It holds private keys per role, builds and signs root / index / release manifest documents,
 and rotates keys. Every method returns the exact bytes a transport would deliver, so tests
-feed them to :class:`blackhole_sync.trust.TrustedState` unchanged, or tamper with them first.
+feed them to :class:`blackhole_sync.documents.trust.TrustedState` unchanged, or tamper with them first.
 """
 
 from __future__ import annotations
@@ -12,14 +12,14 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from blackhole_sync.metadata import (
+from blackhole_sync.documents.metadata import (
     Envelope,
     MetaFile,
     ReleaseManifest,
     canonical_bytes,
     format_time,
 )
-from blackhole_sync.signing import PrivateKey, Signature
+from blackhole_sync.documents.signing import PrivateKey, Signature
 
 #: The one reference time every trust test runs at.
 REF = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from blackhole_sync.archive import extract_archive
+from blackhole_sync.codecs.archive import extract_archive
+from blackhole_sync.documents.metadata import Artifact, Member, Unpack
 from blackhole_sync.errors import (
     FormatError,
     LengthExceededError,
     LengthOrHashMismatchError,
     UnsafePathError,
 )
-from blackhole_sync.metadata import Artifact, Member, Unpack
 
 GOOD = b"#!/bin/sh\necho ok\n"
 
@@ -280,7 +280,7 @@ def test_extraction_refuses_an_existing_destination(tmp_path: Path, staging: Pat
 
 
 def test_store_stage_archive_installs_members(tmp_path: Path) -> None:
-    from blackhole_sync.store import NodeStore
+    from blackhole_sync.node.store import NodeStore
 
     blob = tar_bytes([tspecial("bin", tarfile.DIRTYPE), tfile("bin/app")], "gz")
     members = (dmember("bin"), fmember("bin/app"))

@@ -11,10 +11,10 @@ import json
 
 import pytest
 
-from blackhole_sync import signing
+from blackhole_sync.documents import signing
+from blackhole_sync.documents.metadata import Envelope, canonical_bytes
+from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.errors import FormatError
-from blackhole_sync.metadata import Envelope, canonical_bytes
-from blackhole_sync.signing import PrivateKey
 
 
 def canonical_envelope_text(signed_text: str) -> bytes:

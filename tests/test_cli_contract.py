@@ -323,7 +323,7 @@ def test_release_sign_outside_the_role_exit_3_and_twice_is_a_no_op(
 
 
 def test_serve_defaults_to_port_8080_and_port_0_prints_its_url(world: dict[str, Any]) -> None:
-    from blackhole_sync.cli import build_parser
+    from blackhole_sync.cli.main import build_parser
 
     args = build_parser().parse_args(["serve", str(world["repo"])])
     assert args.port == 8080
@@ -465,7 +465,7 @@ def test_second_command_on_a_locked_node_waits_briefly_then_exits_1(node: Path) 
     holder = subprocess.Popen(
         [sys.executable, "-c",
          "import sys, time\n"
-         "from blackhole_sync.store import NodeStore\n"
+         "from blackhole_sync.node.store import NodeStore\n"
          "store = NodeStore.open(sys.argv[1])\n"
          "print('locked', flush=True)\n"
          "sys.stdin.read()\n", str(node)],

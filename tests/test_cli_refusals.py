@@ -30,8 +30,8 @@ from cli_helpers import (
     write_artifact,
 )
 
-from blackhole_sync.metadata import Envelope
-from blackhole_sync.signing import PrivateKey, load_private_key
+from blackhole_sync.documents.metadata import Envelope
+from blackhole_sync.documents.signing import PrivateKey, load_private_key
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_index_expired_while_installed_is_refused_then_repo_refresh_heals(
     world: dict[str, Any], tmp_path: Path
 ) -> None:
     """Crafted with the Python API: the index key re-signs with an expiry in the past."""
-    from blackhole_sync.publisher import Repository
+    from blackhole_sync.release.publisher import Repository
 
     repo = _copy_repo(world, tmp_path)
     keys: Keys = world["keys"]

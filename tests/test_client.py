@@ -8,13 +8,13 @@ from typing import Any
 import anyio
 import pytest
 
-from blackhole_sync.client import ClientLimits, RepositoryClient, TransportPool
+from blackhole_sync.documents.signing import PrivateKey
+from blackhole_sync.documents.trust import TrustedState
 from blackhole_sync.errors import SourceUnavailableError, StallError
-from blackhole_sync.local import LOCAL_TRANSPORT_SPEC
-from blackhole_sync.publisher import Repository
-from blackhole_sync.signing import PrivateKey
-from blackhole_sync.transport import BaseTransport, Locator, Sink, TransportSpec
-from blackhole_sync.trust import TrustedState
+from blackhole_sync.fetch.client import ClientLimits, RepositoryClient, TransportPool
+from blackhole_sync.fetch.local import LOCAL_TRANSPORT_SPEC
+from blackhole_sync.fetch.transport import BaseTransport, Locator, Sink, TransportSpec
+from blackhole_sync.release.publisher import Repository
 
 
 class DripTransport(BaseTransport):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from blackhole_sync.config import (
+from blackhole_sync.errors import ConfigurationError
+from blackhole_sync.node.config import (
     CONFIG_FILE,
     NodeConfig,
     default_config_text,
@@ -17,8 +18,7 @@ from blackhole_sync.config import (
     load_config,
     write_config,
 )
-from blackhole_sync.errors import ConfigurationError
-from blackhole_sync.policy import (
+from blackhole_sync.node.policy import (
     AutomaticUpdatePolicy,
     ManualUpdatePolicy,
     TimeWindow,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from crashlib import check_node, copy_node, init_node, run_driver
 
-from blackhole_sync.store import CHECKPOINTS, NodeStore
+from blackhole_sync.node.store import CHECKPOINTS, NodeStore
 
 INSTALL_POINTS = [c for c in CHECKPOINTS if not c.startswith("rollback.")]
 ROLLBACK_POINTS = [c for c in CHECKPOINTS if c.startswith("rollback.")]

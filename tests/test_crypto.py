@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from blackhole_sync.crypto import (
+from blackhole_sync.codecs.crypto import (
     Decryptor,
     SecureChannel,
     SecureDistribution,
@@ -17,14 +17,14 @@ from blackhole_sync.crypto import (
     decrypt_stream,
     encrypt_file,
 )
+from blackhole_sync.documents.metadata import Artifact, Encryption, MetaFile
+from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.errors import (
     DecryptionError,
     LengthExceededError,
     LengthOrHashMismatchError,
     SecurityError,
 )
-from blackhole_sync.metadata import Artifact, Encryption, MetaFile
-from blackhole_sync.signing import PrivateKey
 
 CHUNK = 1024
 

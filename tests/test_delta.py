@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blackhole_sync import delta as D
+from blackhole_sync.codecs import delta as D
 from blackhole_sync.errors import (
     LengthOrHashMismatchError,
     MissingPluginError,

@@ -18,7 +18,7 @@ from pathlib import Path
 import bsdiff4.core
 import pytest
 
-from blackhole_sync import delta as D
+from blackhole_sync.codecs import delta as D
 from blackhole_sync.errors import (
     LengthOrHashMismatchError,
     PatchError,

@@ -1,6 +1,6 @@
 """The documentation keeps up with the code (datasette's tests/test_docs.py).
 
-Every hook in :class:`blackhole_sync.hookspecs.Hooks` is documented in docs/plugins.rst with
+Every hook in :class:`blackhole_sync.fetch.hookspecs.Hooks` is documented in docs/plugins.rst with
 its exact signature; the document formats page names every field the parsers read.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from blackhole_sync.hookspecs import HOOK_NAMES, Hooks
+from blackhole_sync.fetch.hookspecs import HOOK_NAMES, Hooks
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -38,7 +38,7 @@ def test_hooks_found() -> None:
 
 @pytest.mark.parametrize("name", HOOK_NAMES)
 def test_every_hook_documented_with_exact_signature(plugins_rst: str, name: str) -> None:
-    directive = f".. automethod:: blackhole_sync.hookspecs.Hooks.{expected_signature(name)}\n"
+    directive = f".. automethod:: blackhole_sync.fetch.hookspecs.Hooks.{expected_signature(name)}\n"
     assert directive in plugins_rst, f"docs/plugins.rst lacks: {directive}"
 
 

@@ -22,12 +22,12 @@ PUBLIC_MODULES = sorted(
 )
 COMPLETE = [
     "blackhole_sync.errors",
-    "blackhole_sync.hookspecs",
-    "blackhole_sync.metadata",
-    "blackhole_sync.plugins",
-    "blackhole_sync.signing",
-    "blackhole_sync.trust",
-    "blackhole_sync.versions",
+    "blackhole_sync.fetch.hookspecs",
+    "blackhole_sync.documents.metadata",
+    "blackhole_sync.fetch.plugins",
+    "blackhole_sync.documents.signing",
+    "blackhole_sync.documents.trust",
+    "blackhole_sync.documents.versions",
 ]
 
 

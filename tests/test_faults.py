@@ -21,7 +21,7 @@ import pytest
 from crashlib import check_node, copy_node, init_node, run_driver, v2_release
 
 from blackhole_sync.errors import InstallError, InsufficientSpaceError
-from blackhole_sync.store import NodeStore
+from blackhole_sync.node.store import NodeStore
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="mounting a tmpfs needs root")
@@ -194,7 +194,7 @@ def test_real_enospc_while_extracting_into_staging(tmp_path: Path) -> None:
     import io
     import tarfile
 
-    from blackhole_sync.metadata import Artifact, Member, Unpack
+    from blackhole_sync.documents.metadata import Artifact, Member, Unpack
 
     big = bytes(12 * 1024 * 1024)
     buf = io.BytesIO()

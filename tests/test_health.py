@@ -10,8 +10,11 @@ import anyio
 import psutil
 import pytest
 
+from blackhole_sync.documents.metadata import Command
 from blackhole_sync.errors import HealthCheckError, InstallError
-from blackhole_sync.health import (
+from blackhole_sync.fetch.plugins import make_plugin_manager
+from blackhole_sync.fetch.hookspecs import hookimpl
+from blackhole_sync.node.health import (
     OUTPUT_LIMIT,
     CrashLoopGuard,
     HealthMetrics,
@@ -22,9 +25,6 @@ from blackhole_sync.health import (
     run_health_checks,
     run_restart_command,
 )
-from blackhole_sync.hookspecs import hookimpl
-from blackhole_sync.metadata import Command
-from blackhole_sync.plugins import make_plugin_manager
 
 pytestmark = pytest.mark.anyio
 

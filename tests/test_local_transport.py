@@ -17,7 +17,13 @@ from blackhole_sync.errors import (
     LengthExceededError,
     LengthOrHashMismatchError,
 )
-from blackhole_sync.local import LOCAL_TRANSPORT_SPEC, LocalTransport, path_to_url, url_to_path
+from blackhole_sync.fetch.local import (
+    LOCAL_TRANSPORT_SPEC,
+    LocalTransport,
+    path_to_url,
+    url_to_path,
+)
+from blackhole_sync.fetch.transport import Locator, VerifyingSink, fetch_with_fallback
 from blackhole_sync.testing import (
     CHECKS,
     MEMORY_TRANSPORT_SPEC,
@@ -27,7 +33,6 @@ from blackhole_sync.testing import (
     TransportUnderTest,
     check_transport,
 )
-from blackhole_sync.transport import Locator, VerifyingSink, fetch_with_fallback
 
 pytestmark = pytest.mark.anyio
 

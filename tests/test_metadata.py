@@ -10,9 +10,8 @@ from typing import Any
 import pytest
 from repo_sim import REF, RepoSim, artifact, sign_bytes
 
-from blackhole_sync import metadata
-from blackhole_sync.errors import FormatError, UnsafePathError
-from blackhole_sync.metadata import (
+from blackhole_sync.documents import metadata
+from blackhole_sync.documents.metadata import (
     MAX_INT,
     MAX_SIZES,
     Envelope,
@@ -28,6 +27,7 @@ from blackhole_sync.metadata import (
     parse_version,
     strict_loads,
 )
+from blackhole_sync.errors import FormatError, UnsafePathError
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,19 @@ import anyio
 import pytest
 
 from blackhole_sync.errors import LengthOrHashMismatchError
-from blackhole_sync.local import LocalTransport, path_to_url
+from blackhole_sync.fetch.local import LocalTransport, path_to_url
+from blackhole_sync.fetch.transport import (
+    Locator,
+    ProgressEvent,
+    VerifyingSink,
+    fetch_with_fallback,
+)
 from blackhole_sync.metrics import (
     MetricsObserver,
     ResourceSampler,
     SpeedMeter,
     UpdateMetrics,
 )
-from blackhole_sync.transport import Locator, ProgressEvent, VerifyingSink, fetch_with_fallback
 
 
 class FakeClock:

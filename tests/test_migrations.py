@@ -12,16 +12,16 @@ from pathlib import Path
 import pytest
 from crashlib import M1, M2, check_node, copy_node, init_node, run_driver, schema_of
 
+from blackhole_sync.documents.metadata import ConfigChange, Migration
 from blackhole_sync.errors import MigrationError
-from blackhole_sync.metadata import ConfigChange, Migration
-from blackhole_sync.migrations import (
+from blackhole_sync.node.migrations import (
     SchemaMigrator,
     apply_config_changes,
     config_sidecars,
     read_config,
     revert_config_changes,
 )
-from blackhole_sync.store import NodeStore
+from blackhole_sync.node.store import NodeStore
 
 NOW = dt.datetime(2025, 6, 1, tzinfo=dt.UTC)
 

@@ -13,10 +13,11 @@ import anyio
 import pytest
 from aiohttp import web
 
-from blackhole_sync.config import WebhookSettings
 from blackhole_sync.errors import ConfigurationError
 from blackhole_sync.events import UpdateEvent
-from blackhole_sync.hookspecs import NotificationChannel, hookimpl
+from blackhole_sync.fetch.plugins import make_plugin_manager
+from blackhole_sync.fetch.hookspecs import NotificationChannel, hookimpl
+from blackhole_sync.node.config import WebhookSettings
 from blackhole_sync.notify import (
     LogChannel,
     WebhookChannel,
@@ -24,7 +25,6 @@ from blackhole_sync.notify import (
     notify_all,
     plugin_channels,
 )
-from blackhole_sync.plugins import make_plugin_manager
 
 EVENT = UpdateEvent(
     "available",

@@ -11,11 +11,11 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 
-from blackhole_sync.client import ClientLimits, RepositoryClient, TransportPool
+from blackhole_sync.documents.metadata import MetaFile
 from blackhole_sync.errors import LengthOrHashMismatchError
-from blackhole_sync.local import LocalTransport
-from blackhole_sync.metadata import MetaFile
-from blackhole_sync.transport import Locator, Sink, TransportSpec
+from blackhole_sync.fetch.client import ClientLimits, RepositoryClient, TransportPool
+from blackhole_sync.fetch.local import LocalTransport
+from blackhole_sync.fetch.transport import Locator, Sink, TransportSpec
 
 MiB = 1024 * 1024
 

@@ -13,14 +13,14 @@ from pathlib import Path
 import pluggy
 import pytest
 
-from blackhole_sync import hookspecs
+from blackhole_sync.fetch import hookspecs
 from blackhole_sync.errors import PluginLoadError
-from blackhole_sync.hookspecs import HOOK_NAMES, Hooks, hookimpl
-from blackhole_sync.local import LOCAL_TRANSPORT_SPEC
-from blackhole_sync.plugins import DEFAULT_PLUGINS, PluginHost, make_plugin_manager
+from blackhole_sync.fetch.local import LOCAL_TRANSPORT_SPEC
+from blackhole_sync.fetch.plugins import DEFAULT_PLUGINS, PluginHost, make_plugin_manager
+from blackhole_sync.fetch.hookspecs import HOOK_NAMES, Hooks, hookimpl
 
 GOOD = """
-from blackhole_sync.hookspecs import hookimpl
+from blackhole_sync.fetch.hookspecs import hookimpl
 
 LOADED = True
 
@@ -118,7 +118,7 @@ def test_plugin_failing_to_import_raises_in_strict_mode(dist: Path) -> None:
 
 def test_plugin_with_unknown_hook_is_reported(dist: Path) -> None:
     (dist / "bhs_tmp_broken.py").write_text(
-        "from blackhole_sync.hookspecs import hookimpl\n\n"
+        "from blackhole_sync.fetch.hookspecs import hookimpl\n\n"
         "@hookimpl\ndef blackhole_sync_no_such_hook():\n    return 1\n"
     )
     pm = make_plugin_manager(load_entrypoints=True)

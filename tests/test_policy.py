@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from attrs import frozen
 
+from blackhole_sync.documents.metadata import ReleaseManifest
 from blackhole_sync.errors import ConflictError, FormatError
-from blackhole_sync.metadata import ReleaseManifest
-from blackhole_sync.policy import (
+from blackhole_sync.node.policy import (
     AutomaticUpdatePolicy,
     CriticalUpdatePolicy,
     DeferralLimitError,

@@ -11,8 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from blackhole_sync.errors import FormatError, SignatureError
-from blackhole_sync.metadata import (
+from blackhole_sync.documents.metadata import (
     MAX_INT,
     UPDATE_TYPES,
     Envelope,
@@ -23,8 +22,9 @@ from blackhole_sync.metadata import (
     format_time,
     parse_version,
 )
-from blackhole_sync.signing import PrivateKey
-from blackhole_sync.versions import VersionComparison, compare_versions, sort_versions
+from blackhole_sync.documents.signing import PrivateKey
+from blackhole_sync.documents.versions import VersionComparison, compare_versions, sort_versions
+from blackhole_sync.errors import FormatError, SignatureError
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -18,7 +18,10 @@ from typing import Any
 
 import pytest
 
-from blackhole_sync.crypto import decrypt_file
+from blackhole_sync.codecs.crypto import decrypt_file
+from blackhole_sync.documents.metadata import Command, Envelope, ReleaseManifest
+from blackhole_sync.documents.signing import PrivateKey
+from blackhole_sync.documents.trust import TrustedState
 from blackhole_sync.errors import (
     ConfigurationError,
     ConflictError,
@@ -29,10 +32,7 @@ from blackhole_sync.errors import (
     SignatureError,
     UnsafePathError,
 )
-from blackhole_sync.metadata import Command, Envelope, ReleaseManifest
-from blackhole_sync.publisher import Repository, UpdateServer
-from blackhole_sync.signing import PrivateKey
-from blackhole_sync.trust import TrustedState
+from blackhole_sync.release.publisher import Repository, UpdateServer
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 

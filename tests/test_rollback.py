@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from crashlib import install_release, make_release, release_files, v1_release, v2_release
 
-from blackhole_sync.rollback import StateBackup
-from blackhole_sync.store import NodeStore
+from blackhole_sync.node.rollback import StateBackup
+from blackhole_sync.node.store import NodeStore
 
 pytestmark = pytest.mark.anyio
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from blackhole_sync.documents.metadata import Command
 from blackhole_sync.errors import SandboxError
-from blackhole_sync.metadata import Command
-from blackhole_sync.sandbox import UpdateSandbox, run_sandbox_test
+from blackhole_sync.node.sandbox import UpdateSandbox, run_sandbox_test
 
 pytestmark = pytest.mark.anyio
 

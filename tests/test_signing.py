@@ -11,8 +11,7 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
-from blackhole_sync.errors import FormatError, SignatureError
-from blackhole_sync.signing import (
+from blackhole_sync.documents.signing import (
     PrivateKey,
     PublicKey,
     Signature,
@@ -23,6 +22,7 @@ from blackhole_sync.signing import (
     verify_threshold,
     write_key_pair,
 )
+from blackhole_sync.errors import FormatError, SignatureError
 
 MESSAGE = b'{"_type":"release","version":"1.0.0"}'
 

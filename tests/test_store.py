@@ -16,6 +16,7 @@ from crashlib import (
     v2_release,
 )
 
+from blackhole_sync.documents.metadata import ReleaseManifest
 from blackhole_sync.errors import (
     HealthCheckError,
     InsufficientSpaceError,
@@ -25,8 +26,7 @@ from blackhole_sync.errors import (
     SandboxError,
     UnsafePathError,
 )
-from blackhole_sync.metadata import ReleaseManifest
-from blackhole_sync.store import InstallHooks, NodeStore
+from blackhole_sync.node.store import InstallHooks, NodeStore
 
 pytestmark = pytest.mark.anyio
 

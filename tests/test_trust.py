@@ -12,6 +12,9 @@ import json
 import pytest
 from repo_sim import REF, RepoSim, envelope_bytes, sign_bytes
 
+from blackhole_sync.documents.metadata import Envelope, MetaFile, canonical_bytes
+from blackhole_sync.documents.signing import PrivateKey
+from blackhole_sync.documents.trust import TrustedState
 from blackhole_sync.errors import (
     ExpiredError,
     FormatError,
@@ -22,9 +25,6 @@ from blackhole_sync.errors import (
     VanishedReleaseError,
     WithdrawnReleaseError,
 )
-from blackhole_sync.metadata import Envelope, MetaFile, canonical_bytes
-from blackhole_sync.signing import PrivateKey
-from blackhole_sync.trust import TrustedState
 
 
 def state(sim: RepoSim, root: bytes | None = None) -> TrustedState:

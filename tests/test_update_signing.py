@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.errors import SignatureError
-from blackhole_sync.publisher import Repository, UpdateSigning
-from blackhole_sync.signing import PrivateKey
+from blackhole_sync.release.publisher import Repository, UpdateSigning
 
 
 @pytest.fixture

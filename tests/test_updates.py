@@ -8,9 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from blackhole_sync.hookspecs import hookimpl
-from blackhole_sync.manager import NodeUpdateClient, UpdateManager, init_node
-from blackhole_sync.metadata import (
+from blackhole_sync.documents.metadata import (
     ConfigChange,
     Envelope,
     Migration,
@@ -18,9 +16,11 @@ from blackhole_sync.metadata import (
     ReleaseManifest,
     SchemaInfo,
 )
-from blackhole_sync.plugins import make_plugin_manager
-from blackhole_sync.publisher import Repository
-from blackhole_sync.signing import PrivateKey
+from blackhole_sync.documents.signing import PrivateKey
+from blackhole_sync.fetch.plugins import make_plugin_manager
+from blackhole_sync.fetch.hookspecs import hookimpl
+from blackhole_sync.manager import NodeUpdateClient, UpdateManager, init_node
+from blackhole_sync.release.publisher import Repository
 from blackhole_sync.updates import (
     BinaryUpdate,
     ConfigurationUpdate,

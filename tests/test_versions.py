@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 from repo_sim import RepoSim
 
-from blackhole_sync.errors import FormatError, MigrationError
-from blackhole_sync.metadata import ReleaseManifest
-from blackhole_sync.versions import (
+from blackhole_sync.documents.metadata import ReleaseManifest
+from blackhole_sync.documents.versions import (
     VersionComparison,
     VersionInfo,
     VersionManager,
     compare_versions,
     sort_versions,
 )
+from blackhole_sync.errors import FormatError, MigrationError
 
 SIM = RepoSim()
 

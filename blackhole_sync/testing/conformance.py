@@ -38,7 +38,7 @@ from ..errors import (
     LengthExceededError,
     LengthOrHashMismatchError,
 )
-from ..transport import CAP_PUBLISH, CAP_RANGE, Locator, Transport, VerifyingSink
+from ..fetch import CAP_PUBLISH, CAP_RANGE, Locator, Transport, VerifyingSink
 
 __all__ = ["CHECKS", "RecordingSink", "TransportUnderTest", "check_transport"]
 

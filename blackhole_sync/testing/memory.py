@@ -25,7 +25,7 @@ from ..errors import (
     LengthExceededError,
     LengthOrHashMismatchError,
 )
-from ..transport import (
+from ..fetch import (
     CAP_ANNOUNCE,
     CAP_FETCH,
     CAP_PUBLISH,

