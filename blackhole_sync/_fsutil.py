@@ -1,14 +1,20 @@
-"""File-system helpers shared by the store, rollback points, migrations and extraction.
+"""The one home of the byte and file primitives: sha256, fsync, atomic replace and write.
 
 Everything that must survive a crash goes through here: data is written to a temporary name,
 fsynced, renamed over the final name, and the directory is fsynced. Copies stream in bounded
 chunks (never a whole file in memory) and avoid ``sendfile``/``copy_file_range`` so that the
 bytes pass through ``write`` where fault-injection tests can reach them.
+
+A project test (``tests/test_single_home.py``) fails when ``hashlib.sha256(``, ``os.fsync(`` or
+``os.replace(`` appear anywhere else in the library: one implementation, one place to get the
+durability rules right (a directory fsync that the file system refuses with EINVAL, as some
+network and FUSE file systems do, is not an error: there is nothing more it can make durable).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -22,9 +28,13 @@ __all__ = [
     "checkpoint",
     "copy_file",
     "fsync_dir",
+    "fsync_fd",
     "fsync_file",
     "hash_file",
     "remove_tree",
+    "replace",
+    "sha256",
+    "sha256_hex",
     "tree_size",
     "write_atomic",
 ]
@@ -33,11 +43,29 @@ __all__ = [
 CHUNK = 1024 * 1024
 
 
+def sha256(data: bytes = b"") -> hashlib._Hash:
+    """A new incremental sha256 (the only hash the trust model uses)."""
+    return hashlib.sha256(data)
+
+
+def sha256_hex(data: bytes) -> str:
+    """The hex sha256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def fsync_fd(fd: int) -> None:
+    """Flush an open file's data and metadata to stable storage."""
+    os.fsync(fd)
+
+
 def fsync_dir(path: Path) -> None:
     """Make a directory's entries (renames, creations, removals) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        if exc.errno != errno.EINVAL:  # the file system cannot sync directories
+            raise
     finally:
         os.close(fd)
 
@@ -48,6 +76,16 @@ def fsync_file(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, sync: bool = True) -> None:
+    """Rename ``src`` over ``dst`` atomically; with ``sync``, fsync ``dst``'s directory after.
+
+    ``sync=False`` is for callers that rename several entries of one directory and sync it once.
+    """
+    os.replace(src, dst)
+    if sync:
+        fsync_dir(Path(dst).parent)
 
 
 def hash_file(path: Path, *, fsync: bool = False) -> tuple[str, int]:
@@ -103,8 +141,13 @@ def copy_file(src: Path, dst: Path, *, mode: int = 0o600, fsync: bool = True) ->
         os.close(sfd)
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Write ``data`` to ``path`` via a temporary file, fsync, rename, fsync the directory."""
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644, exclusive: bool = False) -> None:
+    """Write ``data`` to ``path`` via a temporary file, fsync, rename, fsync the directory.
+
+    With ``exclusive`` the final step is a hard link, which fails with :class:`FileExistsError`
+    when ``path`` exists (atomic create-if-absent).
+    """
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(6)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
     try:
@@ -114,7 +157,11 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

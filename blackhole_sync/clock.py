@@ -1,0 +1,24 @@
+"""The one clock: "now" in UTC.
+
+Every decision that depends on time (document expiry, update windows, deferrals, effective
+dates) reads it here, so a test can move time for the whole library in one place and a
+project test (``tests/test_single_home.py``) can check nobody reads the wall clock elsewhere.
+Signed documents carry whole seconds, so :func:`utcnow` drops microseconds; :func:`utcnow_precise`
+keeps them for event timestamps.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+
+__all__ = ["utcnow", "utcnow_precise"]
+
+
+def utcnow_precise() -> _dt.datetime:
+    """The current time, timezone-aware UTC, with microseconds."""
+    return _dt.datetime.now(_dt.UTC)
+
+
+def utcnow() -> _dt.datetime:
+    """The current time, timezone-aware UTC, whole seconds."""
+    return utcnow_precise().replace(microsecond=0)
