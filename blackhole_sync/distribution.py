@@ -135,7 +135,7 @@ class P2PUpdateDistribution:
             return ()
         for name, transport in self.protocols.items():
             if CAP_ANNOUNCE in transport.capabilities:
-                await transport.announce(data)
+                await transport.announce("index", data)
                 told.append(name)
         return tuple(told)
 

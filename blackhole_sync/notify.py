@@ -1,46 +1,40 @@
 """Notification channels: how the node tells its operator about updates.
 
-Two channels are built in: ``log`` (:class:`LogChannel`, Python logging) and ``webhook``
-(:class:`WebhookChannel`, an HTTP POST of the event as JSON, configured in ``[webhook]``).
-Plugins add more through the ``blackhole_sync_notification_channels`` hook; the manual
-policy's ``notification_channels`` names the ones to use (:func:`channels_from_config`).
+One channel is built in: ``log`` (:class:`LogChannel`, Python logging). Plugins add more
+through the ``blackhole_sync_notification_channels`` hook -- the HTTP plugin adds ``webhook``
+(an HTTP POST of the event as JSON, configured in ``[webhook]``), so the core needs no HTTP
+client; the manual policy's ``notification_channels`` names the ones to use
+(:func:`channels_from_config`).
 
 Notifications never break an update: channel failures are logged and swallowed by
-:func:`notify_all` (and by the built-in channels themselves). Cancellation still propagates.
-
-The webhook channel uses aiohttp, imported when it first sends, and so runs under asyncio
-only; under another event loop (trio) it logs a warning and sends nothing.
+:func:`notify_all`. Cancellation still propagates.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import pluggy
 
 from .errors import ConfigurationError
-from .events import event_to_dict
 
 if TYPE_CHECKING:
     from .fetch import NotificationChannel, UpdateEvent
-    from .node import WebhookSettings
 
 __all__ = [
     "BUILTIN_CHANNELS",
     "LogChannel",
-    "WebhookChannel",
     "channels_from_config",
     "notify_all",
     "plugin_channels",
 ]
 
 #: Names of the channels the core provides.
-BUILTIN_CHANNELS: Final = ("log", "webhook")
+BUILTIN_CHANNELS: Final = ("log",)
 
 log = logging.getLogger(__name__)
 
@@ -70,75 +64,18 @@ class LogChannel:
         )
 
 
-class WebhookChannel:
-    """POSTs each event as JSON (``kind``, ``version``, ``detail``, ``time``) to ``url``.
-
-    Asyncio only (aiohttp). A failure (refused connection, timeout, non-2xx status) is
-    logged at WARNING and never raised: notifications must not break the update path.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout: float = 10.0,
-        headers: Mapping[str, str] | None = None,
-        name: str = "webhook",
-    ) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise ValueError(f"webhook URL {url!r} is not http:// or https://")
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
-        self.name = name
-        self.url = url
-        self.timeout = timeout
-        self.headers = dict(headers or {})
-
-    async def notify(self, event: UpdateEvent) -> None:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            log.warning("webhook %s: not sent, the webhook channel needs asyncio", self.url)
-            return
-        body = json.dumps(event_to_dict(event), sort_keys=True, default=str).encode()
-        await self._post(body)
-
-    async def _post(self, body: bytes) -> None:
-        import aiohttp
-
-        headers = {"Content-Type": "application/json", **self.headers}
-        try:
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as s,
-                s.post(self.url, data=body, headers=headers) as response,
-            ):
-                if not 200 <= response.status < 300:
-                    log.warning("webhook %s: HTTP %d", self.url, response.status)
-                    return
-                await response.read()
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log.warning("webhook %s: not delivered: %s", self.url, exc or type(exc).__name__)
-
-
 def channels_from_config(
-    names: Iterable[str],
-    plugin_channels: Iterable[NotificationChannel] = (),
-    *,
-    webhook: WebhookSettings | None = None,
+    names: Iterable[str], plugin_channels: Iterable[NotificationChannel] = ()
 ) -> list[NotificationChannel]:
     """The channels named by the manual policy's ``notification_channels``, in that order.
 
-    Built-ins come first (``log``; ``webhook`` when ``webhook.url`` is set), then the
-    channels plugins registered (``blackhole_sync_notification_channels``); for a name
-    offered twice the first wins. An unknown name, or ``webhook`` without a URL, raises
-    :class:`~blackhole_sync.errors.ConfigurationError`.
+    The built-in ``log`` comes first, then the channels plugins registered
+    (``blackhole_sync_notification_channels``); for a name offered twice the first wins. An
+    unknown name raises :class:`~blackhole_sync.errors.ConfigurationError` saying where to get
+    it (``webhook``: the HTTP plugin and ``[webhook] url``).
     """
     available: dict[str, NotificationChannel] = {}
     available["log"] = LogChannel()
-    if webhook is not None and webhook.url:
-        available["webhook"] = WebhookChannel(
-            webhook.url, timeout=webhook.timeout, headers=webhook.headers
-        )
     for channel in plugin_channels:
         available.setdefault(channel.name, channel)
     chosen: list[NotificationChannel] = []
@@ -149,7 +86,8 @@ def channels_from_config(
             continue
         if name == "webhook":
             raise ConfigurationError(
-                "notification channel 'webhook' needs [webhook] url in config.toml"
+                "notification channel 'webhook' needs the HTTP plugin (pip install "
+                "'blackhole-sync[http]') and [webhook] url in config.toml"
             )
         known = ", ".join(sorted(available)) or "none"
         raise ConfigurationError(
@@ -159,11 +97,14 @@ def channels_from_config(
     return chosen
 
 
-def plugin_channels(pm: pluggy.PluginManager) -> list[NotificationChannel]:
+def plugin_channels(
+    pm: pluggy.PluginManager, node_config: Mapping[str, Any] | None = None
+) -> list[NotificationChannel]:
     """The channels plugins register through ``blackhole_sync_notification_channels``,
     earliest-registered plugin first (so :func:`channels_from_config` prefers it)."""
     channels: list[NotificationChannel] = []
-    for result in reversed(pm.hook.blackhole_sync_notification_channels()):
+    results = pm.hook.blackhole_sync_notification_channels(node_config=dict(node_config or {}))
+    for result in reversed(results):
         channels.extend(result)
     return channels
 

@@ -25,20 +25,23 @@ from typing import Any
 
 import anyio
 
-from blackhole_sync.documents.signing import PrivateKey
-from blackhole_sync.fetch.local import LocalTransport, path_to_url
-from blackhole_sync.fetch.plugins import make_plugin_manager
-from blackhole_sync.fetch.transport import (
+from blackhole_sync import (
     CAP_FETCH,
     CAP_RANGE,
+    TRANSPORT_API,
     BaseTransport,
+    LocalTransport,
     Locator,
+    PrivateKey,
+    Repository,
     Sink,
     TransportSpec,
+    UpdateManager,
+    hookimpl,
+    init_node,
+    make_plugin_manager,
+    path_to_url,
 )
-from blackhole_sync.fetch.hookspecs import hookimpl
-from blackhole_sync.manager import UpdateManager, init_node
-from blackhole_sync.release.publisher import Repository
 
 EVENTS = Path(tempfile.gettempdir()) / f"example-plugin-events-{os.getpid()}.jsonl"
 
@@ -90,7 +93,15 @@ def blackhole_sync_update_event(event: Any) -> None:
 
 @hookimpl
 def blackhole_sync_transports() -> Sequence[TransportSpec]:
-    return [TransportSpec("trace", TraceTransport, schemes={"trace+file"})]
+    return [
+        TransportSpec(
+            "trace",
+            TraceTransport,
+            api=TRANSPORT_API,
+            backends={"asyncio", "trio"},
+            schemes={"trace+file"},
+        )
+    ]
 
 
 async def main(work: Path) -> None:

@@ -13,7 +13,13 @@ from blackhole_sync.documents.trust import TrustedState
 from blackhole_sync.errors import SourceUnavailableError, StallError
 from blackhole_sync.fetch.client import ClientLimits, RepositoryClient, TransportPool
 from blackhole_sync.fetch.local import LOCAL_TRANSPORT_SPEC
-from blackhole_sync.fetch.transport import BaseTransport, Locator, Sink, TransportSpec
+from blackhole_sync.fetch.transport import (
+    TRANSPORT_API,
+    BaseTransport,
+    Locator,
+    Sink,
+    TransportSpec,
+)
 from blackhole_sync.release.publisher import Repository
 
 
@@ -27,7 +33,9 @@ class DripTransport(BaseTransport):
         await anyio.sleep_forever()
 
 
-DRIP = TransportSpec("drip", DripTransport, schemes={"drip"})
+DRIP = TransportSpec(
+    "drip", DripTransport, api=TRANSPORT_API, backends={"asyncio", "trio"}, schemes={"drip"}
+)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from blackhole_sync.distribution import P2PUpdateDistribution, UpdateDistributio
 from blackhole_sync.documents.metadata import Envelope, Index
 from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.errors import NoSuchVersionError
-from blackhole_sync.fetch.local import LocalTransport
+from blackhole_sync.fetch import LocalTransport, Verdict
 from blackhole_sync.manager import UpdateManager, init_node
 from blackhole_sync.release.publisher import Repository
 from blackhole_sync.testing import MemoryHub, MemoryTransport
@@ -48,8 +48,10 @@ async def test_publisher_spreads_blobs_and_announces_the_signed_index(
 ) -> None:
     hub, store = MemoryHub(), {}
     memory = MemoryTransport(hub=hub, store=store)
-    listener = MemoryTransport(hub=hub, store=store)
-    subscription = listener.subscribe()
+    listener = MemoryTransport(
+        hub=hub, store=store, message_validator=lambda message: Verdict.ACCEPT
+    )
+    subscription = listener.subscribe(["index"])
     usb = LocalTransport(root=tmp_path / "usb-stick")
     p2p = P2PUpdateDistribution(repo, {"memory": memory, "usb": usb})
     result = await p2p.distribute_update("1.0.0")
@@ -60,7 +62,7 @@ async def test_publisher_spreads_blobs_and_announces_the_signed_index(
     assert result.announced_on == ("memory",)
     with anyio.fail_after(5):
         announcement = await subscription.__anext__()
-    index = Envelope.from_bytes(announcement, expected_type="index").parse(Index.from_dict)
+    index = Envelope.from_bytes(announcement.payload, expected_type="index").parse(Index.from_dict)
     assert "1.0.0" in index.releases("stable")
     assert (
         store[f"blobs/{sha}"] == PAYLOAD if f"blobs/{sha}" in store else PAYLOAD in store.values()

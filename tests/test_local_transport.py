@@ -23,7 +23,13 @@ from blackhole_sync.fetch.local import (
     path_to_url,
     url_to_path,
 )
-from blackhole_sync.fetch.transport import Locator, VerifyingSink, fetch_with_fallback
+from blackhole_sync.fetch.transport import (
+    Locator,
+    PeerMessage,
+    Verdict,
+    VerifyingSink,
+    fetch_with_fallback,
+)
 from blackhole_sync.testing import (
     CHECKS,
     MEMORY_TRANSPORT_SPEC,
@@ -182,30 +188,69 @@ async def test_mirror_serving_wrong_bytes_falls_back_to_next(tmp_path: Path) -> 
     assert buffer.getvalue() == good
 
 
-async def test_memory_announcements_reach_every_subscriber() -> None:
+def _accept_all(message: PeerMessage) -> Verdict:
+    return Verdict.ACCEPT
+
+
+async def test_memory_announcements_reach_every_other_member() -> None:
     hub = MemoryHub()
-    async with MemoryTransport(hub=hub) as a, MemoryTransport(hub=hub) as b:
-        first = a.subscribe()
-        second = b.subscribe()
-        await b.announce(b"index v2")
-        assert await first.__anext__() == b"index v2"
-        assert await second.__anext__() == b"index v2"
+    options = {"hub": hub, "message_validator": _accept_all}
+    async with (
+        MemoryTransport(peer_id="a", **options) as a,
+        MemoryTransport(peer_id="b", **options) as b,
+        MemoryTransport(peer_id="c", **options) as c,
+    ):
+        first = a.subscribe(["index"])
+        third = c.subscribe(["index", "vote"])
+        await b.announce("index", b"index v2")
+        assert await first.__anext__() == PeerMessage("index", b"index v2", "b", "memory")
+        assert (await third.__anext__()).payload == b"index v2"
         await first.aclose()  # type: ignore[attr-defined]
-        await a.announce(b"index v3")
-        assert await second.__anext__() == b"index v3"
+        await a.announce("vote", b"yes")
+        assert await third.__anext__() == PeerMessage("vote", b"yes", "a", "memory")
         with pytest.raises(StopAsyncIteration):
             await first.__anext__()
 
 
+async def test_memory_members_decide_with_their_own_validator() -> None:
+    hub = MemoryHub()
+    verdicts = {b"good": Verdict.ACCEPT, b"forged": Verdict.REJECT, b"stale": Verdict.IGNORE}
+
+    def decide(message: PeerMessage) -> Verdict:
+        return verdicts[message.payload]
+
+    async with (
+        MemoryTransport(hub=hub, peer_id="honest", message_validator=decide) as receiver,
+        MemoryTransport(hub=hub, peer_id="sender") as sender,
+    ):
+        subscription = receiver.subscribe(["index"])
+        for payload in (b"forged", b"stale", b"good"):
+            await sender.announce("index", payload)
+        with anyio.fail_after(5):
+            assert (await subscription.__anext__()).payload == b"good"
+        assert hub.penalties == {("honest", "sender"): 1}  # the ignored one costs nothing
+        answers = await sender.query("index")
+        assert [(m.peer, m.payload) for m in answers] == [("honest", b"good")]
+
+
+async def test_memory_transport_refuses_to_subscribe_without_a_validator() -> None:
+    async with MemoryTransport() as transport:
+        with pytest.raises(ConfigurationError, match="message_validator"):
+            transport.subscribe(["index"])
+
+
 async def test_slow_memory_subscriber_drops_instead_of_blocking() -> None:
     hub = MemoryHub(buffer=2)
-    async with MemoryTransport(hub=hub) as transport:
-        subscription = transport.subscribe()
+    async with (
+        MemoryTransport(hub=hub) as sender,
+        MemoryTransport(hub=hub, message_validator=_accept_all) as receiver,
+    ):
+        subscription = receiver.subscribe(["n"])
         with anyio.fail_after(5):
             for n in range(5):
-                await transport.announce(str(n).encode())
+                await sender.announce("n", str(n).encode())
         assert hub.dropped == 3
-        assert [await subscription.__anext__() for _ in range(2)] == [b"0", b"1"]
+        assert [(await subscription.__anext__()).payload for _ in range(2)] == [b"0", b"1"]
 
 
 async def test_specs_declare_schemes_and_both_backends() -> None:

@@ -15,7 +15,7 @@ from blackhole_sync.documents.metadata import MetaFile
 from blackhole_sync.errors import LengthOrHashMismatchError
 from blackhole_sync.fetch.client import ClientLimits, RepositoryClient, TransportPool
 from blackhole_sync.fetch.local import LocalTransport
-from blackhole_sync.fetch.transport import Locator, Sink, TransportSpec
+from blackhole_sync.fetch.transport import TRANSPORT_API, Locator, Sink, TransportSpec
 
 MiB = 1024 * 1024
 
@@ -52,7 +52,13 @@ def make_sources(tmp_path: Path, data: bytes, names: list[str]) -> tuple[list[st
 
 
 def client(sources: list[str], **limits: Any) -> RepositoryClient:
-    spec = TransportSpec("counting-local", CountingLocal, schemes={"file"})
+    spec = TransportSpec(
+        "counting-local",
+        CountingLocal,
+        api=TRANSPORT_API,
+        backends={"asyncio", "trio"},
+        schemes={"file"},
+    )
     defaults = {"parallel_min_length": 1 * MiB, "parallel_chunk": 256 * 1024}
     defaults.update(limits)
     return RepositoryClient(sources, TransportPool([spec]), limits=ClientLimits(**defaults))

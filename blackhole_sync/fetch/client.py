@@ -13,7 +13,6 @@ trusted until :class:`~blackhole_sync.documents.trust.TrustedState` accepted it.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import os
@@ -27,13 +26,16 @@ import anyio.lowlevel
 import sniffio
 from attrs import define, field, frozen
 
+from .._fsutil import fsync_fd, sha256
 from ..documents import MAX_ROOT_ROTATIONS, MAX_SIZES, MetaFile, TrustedState
 from ..errors import (
+    BlackholeSyncError,
     BlobNotFoundError,
     ConfigurationError,
     DownloadError,
     LengthOrHashMismatchError,
     MissingPluginError,
+    PluginError,
     SecurityError,
     SourceUnavailableError,
     StallError,
@@ -42,6 +44,7 @@ from .local import path_to_url
 from .plugins import PluginHost
 from .transport import (
     CAP_RANGE,
+    GuardedTransport,
     Locator,
     ProgressEvent,
     Transport,
@@ -106,7 +109,7 @@ class TransportPool:
     ) -> None:
         self._specs = list(specs)
         self._options = dict(options or {})
-        self._instances: dict[str, Transport] = {}
+        self._instances: dict[str, GuardedTransport] = {}
 
     @classmethod
     def from_plugins(
@@ -121,7 +124,7 @@ class TransportPool:
             backend = "asyncio"
         return [s for s in self._specs if backend in s.backends]
 
-    def for_locator(self, locator: Locator) -> Transport:
+    def for_locator(self, locator: Locator) -> GuardedTransport:
         try:
             spec = pick_spec(self._usable_specs(), locator)
         except MissingPluginError:
@@ -131,11 +134,26 @@ class TransportPool:
                     f"{sniffio.current_async_library()}"
                 ) from None
             raise
+        return self.instance(spec)
+
+    def instance(self, spec: TransportSpec) -> GuardedTransport:
+        """The pool's (guarded) instance of ``spec``, created on first use."""
+        spec.check_api()
         transport = self._instances.get(spec.name)
         if transport is None:
-            transport = spec.factory(**self._options)
+            try:
+                inner = spec.factory(**self._options)
+            except BlackholeSyncError:
+                raise
+            except Exception as exc:
+                raise PluginError(f"transport {spec.name!r} failed to start: {exc}") from exc
+            transport = GuardedTransport(inner)
             self._instances[spec.name] = transport
         return transport
+
+    def usable(self) -> list[GuardedTransport]:
+        """An instance of every transport that runs under the current async library."""
+        return [self.instance(spec) for spec in self._usable_specs()]
 
     def handles(self, locator: Locator) -> bool:
         return any(s.handles(locator) for s in self._usable_specs())
@@ -306,7 +324,7 @@ class RepositoryClient:
                     try:
                         await self._fetch_parallel(meta, fileobj, ranged)
                         fileobj.flush()
-                        os.fsync(fileobj.fileno())
+                        fsync_fd(fileobj.fileno())
                         return self._parallel_received
                     except (DownloadError, LengthOrHashMismatchError) as exc:
                         log.warning(
@@ -333,7 +351,7 @@ class RepositoryClient:
                     received += sink.total_written
                     self.stats.bytes_fetched += sink.total_written
                 fileobj.flush()
-                os.fsync(fileobj.fileno())
+                fsync_fd(fileobj.fileno())
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
@@ -398,7 +416,7 @@ class RepositoryClient:
             raise DownloadError(f"parallel fetch: {count - len(done)} range(s) not fetched")
         fileobj.flush()
         fileobj.seek(0)
-        digest = hashlib.sha256()
+        digest = sha256()
         while block := fileobj.read(1 << 20):
             digest.update(block)
         if fileobj.tell() != meta.length or digest.hexdigest() != meta.sha256:

@@ -158,10 +158,18 @@ class Hooks:
         raise NotImplementedError
 
     @hookspec
-    def blackhole_sync_notification_channels(self) -> Sequence[NotificationChannel]:
-        """Register notification channels (the log and webhook channels are built in).
+    def blackhole_sync_notification_channels(
+        self, node_config: Mapping[str, Any]
+    ) -> Sequence[NotificationChannel]:
+        """Register notification channels (``log`` is built in; the HTTP plugin adds ``webhook``).
+
+        Called each time the manager notifies (manual policy, critical installs).
+        ``node_config`` is the node's ``config.toml`` as plain tables, so a channel can read
+        its own settings (the webhook channel reads ``[webhook]``). Return the channels this
+        plugin offers; the manual policy's ``notification_channels`` picks among them by name.
 
         .. versionadded:: 0.1
+        .. versionchanged:: 0.2 takes ``node_config``
         """
         raise NotImplementedError
 

@@ -16,8 +16,6 @@ Options (unknown ones are ignored, as :class:`~blackhole_sync.fetch.transport.Tr
 from __future__ import annotations
 
 import contextlib
-import errno
-import hashlib
 import os
 import re
 import stat
@@ -28,6 +26,7 @@ from urllib.parse import unquote, urlsplit
 
 import anyio.lowlevel
 
+from .._fsutil import fsync_fd, replace, sha256
 from ..errors import (
     BlobNotFoundError,
     ConfigurationError,
@@ -44,6 +43,7 @@ from .transport import (
     BaseTransport,
     Locator,
     Sink,
+    TRANSPORT_API,
     TransportSpec,
 )
 
@@ -160,44 +160,33 @@ class LocalTransport(BaseTransport):
         await anyio.to_thread.run_sync(self._copy_verified, Path(path), blobs, dest, sha256)
         return [Locator.url(path_to_url(dest))]
 
-    def _copy_verified(self, source: Path, blobs: Path, dest: Path, sha256: str) -> None:
+    def _copy_verified(self, source: Path, blobs: Path, dest: Path, expected: str) -> None:
         blobs.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=blobs)
         try:
-            digest = hashlib.sha256()
+            digest = sha256()
             with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
                 while block := src.read(self.chunk_size):
                     digest.update(block)
                     out.write(block)
                 out.flush()
-                os.fsync(out.fileno())
-            if digest.hexdigest() != sha256:
+                fsync_fd(out.fileno())
+            if digest.hexdigest() != expected:
                 raise LengthOrHashMismatchError(
-                    f"{source}: sha256 {digest.hexdigest()} is not the expected {sha256}"
+                    f"{source}: sha256 {digest.hexdigest()} is not the expected {expected}"
                 )
             os.chmod(tmp_name, 0o644)
-            os.replace(tmp_name, dest)
+            replace(tmp_name, dest)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp_name)
             raise
-        _fsync_dir(blobs)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as e:  # some filesystems refuse fsync on directories
-        if e.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
-    finally:
-        os.close(fd)
 
 
 LOCAL_TRANSPORT_SPEC = TransportSpec(
     name="local",
     factory=LocalTransport,
+    api=TRANSPORT_API,
     schemes=frozenset({"file"}),
     backends=frozenset({"asyncio", "trio"}),
     description="a repository directory on this machine (file:// URLs)",

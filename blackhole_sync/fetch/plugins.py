@@ -17,7 +17,7 @@ from typing import Any
 import pluggy
 from attrs import frozen
 
-from ..errors import PluginLoadError
+from ..errors import PluginError, PluginLoadError
 from . import hookspecs
 from .transport import TransportSpec
 
@@ -52,6 +52,13 @@ class PluginHost(pluggy.PluginManager):
         # third-party plugins may still add schemes the core lacks.
         for result in reversed(self.hook.blackhole_sync_transports()):
             specs.extend(result)
+        for spec in specs:
+            try:
+                spec.check_api()
+            except PluginError as exc:  # kept in the list: using it raises the same error
+                failure = PluginFailure(spec.name, str(exc))
+                if failure not in self.failures:
+                    self.failures.append(failure)
         return specs
 
     def describe(self) -> list[dict[str, Any]]:

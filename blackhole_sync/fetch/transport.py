@@ -24,7 +24,7 @@ announced in :attr:`Transport.capabilities`; calling one that is absent raises
 
 from __future__ import annotations
 
-import hashlib
+import enum
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
@@ -33,23 +33,35 @@ from typing import Any, BinaryIO, ClassVar, Protocol, Self, runtime_checkable
 
 from attrs import field, frozen
 
+from .._fsutil import sha256
 from ..errors import (
+    BlackholeSyncError,
     BlobNotFoundError,
     DownloadError,
     LengthExceededError,
     LengthOrHashMismatchError,
     MissingPluginError,
+    PluginError,
 )
 
 __all__ = [
+    "CAPABILITIES",
     "CAP_ANNOUNCE",
     "CAP_FETCH",
+    "CAP_LOCATE",
     "CAP_PUBLISH",
+    "CAP_QUERY",
     "CAP_RANGE",
+    "CAP_READ_RANGE",
     "CAP_SUBSCRIBE",
+    "TRANSPORT_API",
     "BaseTransport",
+    "GuardedTransport",
     "Locator",
+    "MessageValidator",
+    "PeerMessage",
     "ProgressEvent",
+    "Verdict",
     "Sink",
     "Transport",
     "TransportSpec",
@@ -60,12 +72,33 @@ __all__ = [
     "join_url",
 ]
 
-#: Capability names a transport may declare.
+#: The transport API this core implements. A plugin declares the version it was written
+#: for in its :class:`TransportSpec`; a different one is refused with an error naming the
+#: plugin. Version 2 added capabilities for every optional operation (``read_range``,
+#: ``locate``, ``query``), kinds on ``announce``/``subscribe``, and required ``backends``.
+TRANSPORT_API = 2
+
+#: Capability names a transport may declare (see :class:`Transport`).
 CAP_FETCH = "fetch"
 CAP_RANGE = "range"  # fetch(start=N) resumes or reads a range without resending the prefix
+CAP_READ_RANGE = "read_range"
 CAP_PUBLISH = "publish"
+CAP_LOCATE = "locate"
 CAP_ANNOUNCE = "announce"
 CAP_SUBSCRIBE = "subscribe"
+CAP_QUERY = "query"
+CAPABILITIES = frozenset(
+    {
+        CAP_FETCH,
+        CAP_RANGE,
+        CAP_READ_RANGE,
+        CAP_PUBLISH,
+        CAP_LOCATE,
+        CAP_ANNOUNCE,
+        CAP_SUBSCRIBE,
+        CAP_QUERY,
+    }
+)
 
 #: Streaming chunk size used by the core's own transports.
 CHUNK_SIZE = 256 * 1024
@@ -164,7 +197,7 @@ class VerifyingSink:
         self.max_length = max_length
         self.expected_length = expected_length
         self.expected_sha256 = expected_sha256
-        self._hash = hashlib.sha256()
+        self._hash = sha256()
         self._received = 0
         self._progress = progress
         self.source = source
@@ -224,21 +257,80 @@ class VerifyingSink:
         """Discard everything written (to retry from another source)."""
         self._file.seek(0)
         self._file.truncate()
-        self._hash = hashlib.sha256()
+        self._hash = sha256()
         self._received = 0
+
+
+@frozen
+class PeerMessage:
+    """A message a peer sent (or answered a query with): unverified until the core decides.
+
+    ``kind`` is the topic kind (``announcement``, ``status``, ``vote``, ``health``, ``halt``,
+    ``certificate``...), ``payload`` the signed document's bytes, ``peer`` the sender's
+    transport-level id (a libp2p peer id, an IP:port; empty when the transport cannot tell),
+    ``transport`` the name of the transport it arrived on.
+    """
+
+    kind: str
+    payload: bytes = field(repr=lambda b: f"<{len(b)} bytes>")
+    peer: str = ""
+    transport: str = ""
+
+
+class Verdict(enum.Enum):
+    """The core's decision on a peer message (see ``blackhole_sync.network``).
+
+    ``ACCEPT``: verified and new -- deliver it and forward it. ``REJECT``: bad signature,
+    unknown key, wrong network -- drop it and penalise the sender. ``IGNORE``: stale, expired,
+    duplicate or not yet verifiable -- drop it without penalty (an honest relay of an old
+    message is not an attacker).
+    """
+
+    ACCEPT = "accept"
+    REJECT = "reject"
+    IGNORE = "ignore"
+
+
+#: What a transport calls on every inbound peer message, before it delivers or forwards it.
+MessageValidator = Callable[[PeerMessage], Verdict]
 
 
 @runtime_checkable
 class Transport(Protocol):
-    """What every distribution plugin implements.
+    """What every distribution plugin implements (transport API :data:`TRANSPORT_API`).
 
-    ``fetch`` is required; the other operations are optional and listed in ``capabilities``.
-    Transports must turn their own errors into :class:`DownloadError` subclasses and must let
-    cancellation propagate.
+    ``fetch`` is the core operation; every other one is optional and present exactly when its
+    capability is in ``capabilities`` (the core never probes with ``getattr``):
+
+    ================ ==================================================================
+    capability       operation
+    ================ ==================================================================
+    ``fetch``        :meth:`fetch` (a transport without it only announces/subscribes)
+    ``range``        :meth:`fetch` honours ``start`` (resume without resending a prefix)
+    ``read_range``   :meth:`read_range`: exactly one byte range (parallel fetches)
+    ``publish``      :meth:`publish`: make a verified local file available
+    ``locate``       :meth:`locate`: the locators of a file, offline (before signing)
+    ``announce``     :meth:`announce`: spread a signed peer message
+    ``subscribe``    :meth:`subscribe`: peer messages the validator accepted
+    ``query``        :meth:`query`: ask peers for their newest message of a kind (catch-up)
+    ================ ==================================================================
+
+    Transports turn their own failures into :class:`DownloadError` subclasses and let
+    cancellation propagate; the core's transport pool wraps anything else a plugin raises into
+    :class:`DownloadError` too, so one plugin cannot break the fallback chain. Every inbound
+    peer message goes through the ``message_validator`` option (a :data:`MessageValidator`)
+    before a transport delivers or forwards it: transports hold no trust logic.
     """
 
-    name: ClassVar[str]
-    capabilities: ClassVar[frozenset[str]]
+    @property
+    def name(self) -> str:
+        """The transport's name (a class attribute in implementations)."""
+        ...
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The optional operations it implements (a class attribute in implementations)."""
+        ...
 
     async def fetch(self, locator: Locator, sink: Sink, *, max_length: int, start: int = 0) -> None:
         """Stream the content at ``locator`` from byte ``start`` into ``sink``.
@@ -249,16 +341,34 @@ class Transport(Protocol):
         """
         ...
 
+    async def read_range(
+        self, locator: Locator, start: int, length: int, *, max_length: int
+    ) -> bytes:
+        """Exactly ``length`` bytes at ``start`` (``read_range`` capability)."""
+        ...
+
     async def publish(self, path: Path, *, sha256: str) -> list[Locator]:
         """Make the verified file at ``path`` available; return where it can be fetched."""
         ...
 
-    async def announce(self, payload: bytes) -> None:
-        """Spread a signed announcement (the newest index pointer). Hint only."""
+    def locate(self, path: Path) -> list[Locator]:
+        """The locators ``path`` will have once published, computed offline (no network).
+
+        The release builder records them in the manifest before signing (a BitTorrent info
+        hash, an IPFS CID), so the signed document names them.
+        """
         ...
 
-    def subscribe(self) -> AsyncIterator[bytes]:
-        """Yield announcements received from the network, unverified."""
+    async def announce(self, kind: str, payload: bytes) -> None:
+        """Spread a signed peer message of ``kind``. Best effort: a hint, never trusted."""
+        ...
+
+    def subscribe(self, kinds: Iterable[str]) -> AsyncIterator[PeerMessage]:
+        """Peer messages of ``kinds`` that the ``message_validator`` accepted, as they come."""
+        ...
+
+    async def query(self, kind: str) -> list[PeerMessage]:
+        """Ask connected peers for their newest messages of ``kind`` (unverified answers)."""
         ...
 
     async def aclose(self) -> None: ...
@@ -283,20 +393,139 @@ class BaseTransport:
         self.options = options
         self.closed = False
 
+    def _unsupported(self, capability: str) -> NotImplementedError:
+        return NotImplementedError(f"transport {self.name!r} lacks the {capability!r} capability")
+
     async def fetch(self, locator: Locator, sink: Sink, *, max_length: int, start: int = 0) -> None:
-        raise NotImplementedError
+        raise self._unsupported(CAP_FETCH)
+
+    async def read_range(
+        self, locator: Locator, start: int, length: int, *, max_length: int
+    ) -> bytes:
+        raise self._unsupported(CAP_READ_RANGE)
 
     async def publish(self, path: Path, *, sha256: str) -> list[Locator]:
-        raise NotImplementedError(f"transport {self.name!r} cannot publish")
+        raise self._unsupported(CAP_PUBLISH)
 
-    async def announce(self, payload: bytes) -> None:
-        raise NotImplementedError(f"transport {self.name!r} cannot announce")
+    def locate(self, path: Path) -> list[Locator]:
+        raise self._unsupported(CAP_LOCATE)
 
-    def subscribe(self) -> AsyncIterator[bytes]:
-        raise NotImplementedError(f"transport {self.name!r} cannot subscribe")
+    async def announce(self, kind: str, payload: bytes) -> None:
+        raise self._unsupported(CAP_ANNOUNCE)
+
+    def subscribe(self, kinds: Iterable[str]) -> AsyncIterator[PeerMessage]:
+        raise self._unsupported(CAP_SUBSCRIBE)
+
+    async def query(self, kind: str) -> list[PeerMessage]:
+        raise self._unsupported(CAP_QUERY)
 
     async def aclose(self) -> None:
         self.closed = True
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class GuardedTransport:
+    """The core's side of the plugin boundary: a transport whose failures are always ours.
+
+    Whatever a plugin raises that is not one of the library's own errors (an ``OSError``, a
+    ``KeyError`` from a bug, an ``aiohttp`` exception it forgot to wrap) becomes a
+    :class:`DownloadError` naming the transport, so the fallback chain moves on to the next
+    source instead of aborting. The library's errors (security refusals included) and
+    cancellation pass through unchanged. The transport pool hands out only guarded transports.
+    """
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return self.inner.capabilities
+
+    def _wrap(self, exc: Exception, operation: str) -> DownloadError:
+        return DownloadError(
+            f"transport {self.inner.name!r} failed to {operation}: {type(exc).__name__}: {exc}"
+        )
+
+    async def fetch(self, locator: Locator, sink: Sink, *, max_length: int, start: int = 0) -> None:
+        try:
+            await self.inner.fetch(locator, sink, max_length=max_length, start=start)
+        except BlackholeSyncError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, f"fetch {locator}") from exc
+
+    async def read_range(
+        self, locator: Locator, start: int, length: int, *, max_length: int
+    ) -> bytes:
+        try:
+            return await self.inner.read_range(locator, start, length, max_length=max_length)
+        except BlackholeSyncError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, f"read a range of {locator}") from exc
+
+    async def publish(self, path: Path, *, sha256: str) -> list[Locator]:
+        try:
+            return await self.inner.publish(path, sha256=sha256)
+        except BlackholeSyncError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, f"publish {path.name}") from exc
+
+    def locate(self, path: Path) -> list[Locator]:
+        try:
+            return self.inner.locate(path)
+        except BlackholeSyncError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, f"locate {path.name}") from exc
+
+    async def announce(self, kind: str, payload: bytes) -> None:
+        try:
+            await self.inner.announce(kind, payload)
+        except BlackholeSyncError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, f"announce a {kind}") from exc
+
+    async def subscribe(self, kinds: Iterable[str]) -> AsyncIterator[PeerMessage]:
+        try:
+            async for message in self.inner.subscribe(kinds):
+                yield message
+        except BlackholeSyncError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "subscribe") from exc
+
+    async def query(self, kind: str) -> list[PeerMessage]:
+        try:
+            return await self.inner.query(kind)
+        except BlackholeSyncError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, f"query {kind}") from exc
+
+    async def aclose(self) -> None:
+        try:
+            await self.inner.aclose()
+        except BlackholeSyncError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "close") from exc
 
     async def __aenter__(self) -> Self:
         return self
@@ -314,8 +543,11 @@ def _names(values: Iterable[str]) -> frozenset[str]:
     return frozenset(values)
 
 
-class _RangeDone(Exception):
-    """Internal: a ranged read has all its bytes; stops the underlying stream."""
+class _RangeDone(BlackholeSyncError):
+    """Internal: a ranged read has all its bytes; stops the underlying stream.
+
+    One of the library's own errors, so the plugin boundary lets it through unchanged.
+    """
 
 
 class _RangeBuffer:
@@ -342,15 +574,17 @@ async def read_range(
 ) -> bytes:
     """Exactly ``length`` bytes at ``start`` of ``locator`` (for parallel multi-source fetches).
 
-    Uses the transport's own ``read_range`` when it has one (HTTP asks for just that range);
+    Uses the transport's own ``read_range`` when it declares that capability (HTTP asks for
+    just that range);
     otherwise it streams from ``start`` with :meth:`Transport.fetch` and stops once it has the
     bytes. Raises :class:`DownloadError` when the source ends early.
     """
     if start < 0 or length < 0 or start + length > max_length:
         raise ValueError(f"bad range {start}+{length} (cap {max_length})")
-    own = getattr(transport, "read_range", None)
-    if callable(own):
-        data = await own(locator, start, length, max_length=max_length)
+    if CAP_READ_RANGE in transport.capabilities:
+        data = await transport.read_range(locator, start, length, max_length=max_length)
+        if len(data) != length:
+            raise DownloadError(f"{locator}: got {len(data)} of {length} range bytes")
         return bytes(data)
     buffer = _RangeBuffer(start, length)
     if length:
@@ -366,6 +600,14 @@ async def read_range(
 #: Options every transport factory may receive (and must ignore when they do not apply).
 STANDARD_OPTIONS: Mapping[str, str] = {
     "rate_limit": "download bandwidth limit in bytes per second (None: unlimited)",
+    "message_validator": "the core's MessageValidator: decides every inbound peer message",
+    "network_id": "the network's id: peer-to-peer transports keep networks apart by it",
+    "identity_key": "the node's 32-byte ed25519 seed: its peer identity (libp2p peer id)",
+    "state_dir": "a directory this transport owns for its state (NODE/<transport name>/)",
+    "loopback_only": "True: listen and connect on 127.0.0.1 only; no UPnP, NAT-PMP, LSD, "
+    "mDNS, public bootstrap or DHT routers (tests, benchmarks, the demo)",
+    "listen": "addresses to listen on (transport-specific strings)",
+    "bootstrap": "peers to connect to first (transport-specific strings)",
     "ca_file": "PEM bundle of CAs to trust for TLS instead of the system store",
     "cert_file": "PEM client certificate for mutual TLS",
     "key_file": "the client certificate's private key",
@@ -384,10 +626,31 @@ class TransportSpec:
 
     name: str
     factory: Callable[..., Transport]
-    schemes: frozenset[str] = field(factory=frozenset, converter=_names)
-    locator_kinds: frozenset[str] = field(factory=frozenset, converter=_names)
-    backends: frozenset[str] = field(default=frozenset({"asyncio", "trio"}), converter=_names)
-    description: str = ""
+    #: The transport API version the plugin implements (:data:`TRANSPORT_API`); no default,
+    #: so a plugin written for another version fails loudly instead of half-working.
+    api: int = field(kw_only=True)
+    #: The anyio backends it runs under; no default (an aiohttp transport would otherwise be
+    #: started under trio and fail deep inside).
+    backends: frozenset[str] = field(kw_only=True, converter=_names)
+    schemes: frozenset[str] = field(factory=frozenset, converter=_names, kw_only=True)
+    locator_kinds: frozenset[str] = field(factory=frozenset, converter=_names, kw_only=True)
+    description: str = field(default="", kw_only=True)
+
+    @backends.validator
+    def _check_backends(self, _attribute: object, value: frozenset[str]) -> None:
+        unknown = value - {"asyncio", "trio"}
+        if not value or unknown:
+            raise ValueError(
+                f"transport {self.name!r}: backends must name asyncio and/or trio, got {sorted(value)}"
+            )
+
+    def check_api(self) -> None:
+        """Raise :class:`PluginError` naming the plugin unless it implements this API."""
+        if self.api != TRANSPORT_API:
+            raise PluginError(
+                f"transport {self.name!r} implements transport API {self.api}; this "
+                f"blackhole-sync implements API {TRANSPORT_API} (upgrade the plugin or the core)"
+            )
 
     def handles(self, locator: Locator) -> bool:
         if locator.kind == "url":

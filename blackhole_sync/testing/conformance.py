@@ -9,7 +9,7 @@ server (HTTP serving a directory, a Kubo node, a seeding swarm) starts and stops
     async def make():
         async with serve_repository(tmp_path) as server, HttpTransport() as transport:
             async def put(data: bytes) -> Locator:
-                sha = hashlib.sha256(data).hexdigest()
+                sha = sha256_hex(data)
                 (tmp_path / "blobs" / sha).write_bytes(data)
                 return Locator.url(f"{server.url}/blobs/{sha}")
             yield TransportUnderTest(transport, put, lambda: Locator.url(f"{server.url}/blobs/{'0' * 64}"))
@@ -21,7 +21,6 @@ A failed check raises ``AssertionError`` naming the check and what went wrong.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import io
 import os
@@ -33,6 +32,7 @@ from pathlib import Path
 import anyio
 from attrs import define
 
+from .._fsutil import sha256, sha256_hex
 from ..errors import (
     BlobNotFoundError,
     LengthExceededError,
@@ -109,11 +109,11 @@ Make = Callable[[], AbstractAsyncContextManager[TransportUnderTest]]
 
 
 def _content(size: int, seed: int) -> bytes:
-    block = hashlib.sha256(seed.to_bytes(8, "big")).digest()
+    block = sha256(seed.to_bytes(8, "big")).digest()
     out = bytearray()
     counter = 0
     while len(out) < size:
-        out += hashlib.sha256(block + counter.to_bytes(8, "big")).digest()
+        out += sha256(block + counter.to_bytes(8, "big")).digest()
         counter += 1
     return bytes(out[:size])
 
@@ -131,7 +131,7 @@ async def _check_fetch(tut: TransportUnderTest) -> None:
             buffer,
             max_length=size,
             expected_length=size,
-            expected_sha256=hashlib.sha256(content).hexdigest(),
+            expected_sha256=sha256_hex(content),
             source=str(locator),
         )
         await tut.transport.fetch(locator, sink, max_length=size)
@@ -196,7 +196,7 @@ async def _check_publish(tut: TransportUnderTest) -> None:
     if CAP_PUBLISH not in tut.transport.capabilities:
         return
     content = _content(BLOB_SIZE, 4)
-    sha = hashlib.sha256(content).hexdigest()
+    sha = sha256_hex(content)
     workdir = await anyio.to_thread.run_sync(tempfile.mkdtemp)
     try:
         path = Path(workdir) / "artifact"

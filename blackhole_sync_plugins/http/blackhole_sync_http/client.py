@@ -34,9 +34,11 @@ from blackhole_sync.errors import (
     LengthExceededError,
     SourceUnavailableError,
 )
-from blackhole_sync.fetch.transport import (
+from blackhole_sync.fetch import (
     CAP_FETCH,
     CAP_RANGE,
+    CAP_READ_RANGE,
+    TRANSPORT_API,
     BaseTransport,
     Locator,
     Sink,
@@ -145,7 +147,7 @@ class HttpTransport(BaseTransport):
     """
 
     name: ClassVar[str] = "http"
-    capabilities: ClassVar[frozenset[str]] = frozenset({CAP_FETCH, CAP_RANGE})
+    capabilities: ClassVar[frozenset[str]] = frozenset({CAP_FETCH, CAP_RANGE, CAP_READ_RANGE})
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -418,6 +420,7 @@ class _Transfer:
 HTTP_TRANSPORT_SPEC = TransportSpec(
     name="http",
     factory=HttpTransport,
+    api=TRANSPORT_API,
     schemes=frozenset({"http", "https"}),
     backends=frozenset({"asyncio"}),
     description="HTTP(S) origins and mirrors (aiohttp): Range resume, bandwidth limit",

@@ -3,14 +3,23 @@ group as ``http``."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import pluggy
 
-from blackhole_sync.fetch.transport import TransportSpec
+from blackhole_sync import TransportSpec
 
 from .client import HTTP_TRANSPORT_SPEC
 from .server import RepositoryServer
+from .webhook import WebhookChannel, webhook_from_config
 
-__all__ = ["blackhole_sync_server", "blackhole_sync_transports", "hookimpl"]
+__all__ = [
+    "blackhole_sync_notification_channels",
+    "blackhole_sync_server",
+    "blackhole_sync_transports",
+    "hookimpl",
+]
 
 hookimpl = pluggy.HookimplMarker("blackhole_sync")
 
@@ -25,3 +34,10 @@ def blackhole_sync_transports() -> list[TransportSpec]:
 def blackhole_sync_server() -> RepositoryServer:
     """The repository origin server that ``blackhole-sync serve`` runs."""
     return RepositoryServer()
+
+
+@hookimpl
+def blackhole_sync_notification_channels(node_config: Mapping[str, Any]) -> list[WebhookChannel]:
+    """The ``webhook`` channel, when ``config.toml`` has ``[webhook] url``."""
+    channel = webhook_from_config(node_config)
+    return [channel] if channel is not None else []
