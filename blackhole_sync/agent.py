@@ -15,13 +15,13 @@ passed, and abandoned -- rolled back and marked bad, never retried automatically
 
 from __future__ import annotations
 
-import datetime as _dt
 import logging
 import signal
 from pathlib import Path
 
 import anyio
 
+from .clock import utcnow_precise
 from .errors import BlackholeSyncError, NodeLockedError
 
 __all__ = ["run_agent", "run_cycle"]
@@ -51,7 +51,7 @@ async def run_cycle(node_dir: Path) -> tuple[str, float | None]:
         decision = result.decision
         wait = None
         if decision.not_before is not None:
-            now = _dt.datetime.now(_dt.UTC)
+            now = utcnow_precise()
             wait = max(1.0, (decision.not_before - now).total_seconds())
         return f"{decision.version}: {decision.action} ({decision.reason})", wait
 
@@ -76,7 +76,7 @@ async def run_agent(node_dir: Path, *, once: bool = False, interval: int | None 
             wait: float | None = None
             try:
                 summary, wait = await run_cycle(node_dir)
-                print(f"{_dt.datetime.now(_dt.UTC):%Y-%m-%dT%H:%M:%SZ} {summary}", flush=True)
+                print(f"{utcnow_precise():%Y-%m-%dT%H:%M:%SZ} {summary}", flush=True)
             except NodeLockedError:
                 print("node busy (another command holds its lock); will retry", flush=True)
             except BlackholeSyncError as exc:

@@ -14,6 +14,8 @@ from typing import Any, Final
 
 from attrs import define, field
 
+from .clock import utcnow_precise
+
 __all__ = [
     "EVENT_KINDS",
     "UpdateEvent",
@@ -35,7 +37,7 @@ EVENT_KINDS: Final = (
 
 
 def _utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.UTC)
+    return utcnow_precise()
 
 
 def _freeze_detail(value: Mapping[str, Any] | None) -> Mapping[str, Any]:

@@ -18,7 +18,6 @@ Everything fetched is verified before it is persisted, and persisted atomically.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -33,7 +32,8 @@ import anyio
 import anyio.to_thread
 from attrs import field, frozen
 
-from ._fsutil import hash_file, write_atomic
+from ._fsutil import hash_file, replace, sha256_hex, write_atomic
+from .clock import utcnow
 from .codecs import delta as _delta
 from .documents import (
     Artifact,
@@ -90,10 +90,6 @@ IDENTITY_KEY = "identity.key"
 IDENTITY_CODEC = "identity"
 #: Consecutive failed health checks after which the agent abandons a version.
 MAX_START_FAILURES = 3
-
-
-def _utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.UTC).replace(microsecond=0)
 
 
 @frozen
@@ -216,7 +212,7 @@ class UpdateManager:
         *,
         plugins: PluginHost | None = None,
         config: NodeConfig | None = None,
-        clock: Callable[[], _dt.datetime] = _utcnow,
+        clock: Callable[[], _dt.datetime] = utcnow,
         lock_timeout: float = 5.0,
         transport_options: Mapping[str, Any] | None = None,
         deltas: bool | None = None,
@@ -425,7 +421,7 @@ class UpdateManager:
         cached = self.trust_dir / "manifests" / f"{version}.json"
         if cached.exists():
             data = cached.read_bytes()
-            if len(data) == listed.length and hashlib.sha256(data).hexdigest() == listed.sha256:
+            if len(data) == listed.length and sha256_hex(data) == listed.sha256:
                 state.update_manifest(version, data)
                 return data
         data = await client.fetch_manifest(state, version)
@@ -749,7 +745,7 @@ class UpdateManager:
                     await self._apply_one(
                         client, record, old, out, member.sha256, member.length, table, work
                     )
-                    os.replace(out, target)
+                    replace(out, target, sync=False)
                 else:
                     log.info("%s: member %s changed without a patch", artifact.name, member.path)
                     return False
@@ -1023,14 +1019,12 @@ class UpdateManager:
         return SyncResult(tuple(infos), decision, installed)
 
     async def _notify(self, kind: str, version: str | None, **detail: Any) -> None:
-        from .notify import channels_from_config
+        from .notify import channels_from_config, plugin_channels
 
-        plugin_channels = [
-            c for r in self.plugins.hook.blackhole_sync_notification_channels() for c in r
-        ]
         event = UpdateEvent(kind=kind, version=version, detail=detail)
         names = self.config.policy.manual.notification_channels
-        for channel in channels_from_config(names, plugin_channels, webhook=self.config.webhook):
+        offered = plugin_channels(self.plugins, self.config.to_dict())
+        for channel in channels_from_config(names, offered):
             try:
                 await channel.notify(event)
             except Exception:  # a notification must never break an update

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from attrs import frozen
 
-from ._fsutil import hash_file, write_atomic
+from ._fsutil import hash_file, replace, write_atomic
 from .documents import Envelope, ReleaseManifest
 
 __all__ = ["MirrorResult", "export_mirror"]
@@ -43,7 +43,7 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         os.link(src, tmp)
     except OSError:
         write_atomic(tmp, src.read_bytes())
-    os.replace(tmp, dest)
+    replace(tmp, dest, sync=False)
 
 
 def export_mirror(

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from attrs import frozen
 
+from ._fsutil import sha256_hex
 from .documents import (
     ConfigChange,
     DeltaRecord,
@@ -153,9 +154,8 @@ class DeltaUpdate:
 
 
 def _manifest_digest(envelope: Envelope) -> str:
-    import hashlib
 
-    return hashlib.sha256(envelope.raw).hexdigest()
+    return sha256_hex(envelope.raw)
 
 
 def update_views(

@@ -22,7 +22,6 @@ while it streams (length caps as bytes arrive, sha256 at :meth:`Decryptor.finish
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ import nacl.bindings as sodium
 import nacl.exceptions
 import nacl.public
 
+from .._fsutil import fsync_fd, sha256, sha256_hex
 from ..documents import Artifact, Encryption, MetaFile, PrivateKey, PublicKey, Recipient
 from ..errors import DecryptionError, LengthExceededError, LengthOrHashMismatchError
 
@@ -140,7 +140,7 @@ def encrypt_file(
     key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
     header = sodium.crypto_secretstream_xchacha20poly1305_init_push(state, key)
-    digest = hashlib.sha256(header)
+    digest = sha256(header)
     length = len(header)
     fd = os.open(dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
     try:
@@ -161,7 +161,7 @@ def encrypt_file(
                     break
                 current = following
             out.flush()
-            os.fsync(out.fileno())
+            fsync_fd(out.fileno())
     except BaseException:
         Path(dst).unlink(missing_ok=True)
         raise
@@ -199,8 +199,8 @@ class Decryptor:
         self._key = open_sealed_key(encryption, identity, what=what)
         self._state: sodium.crypto_secretstream_xchacha20poly1305_state | None = None
         self._buffer = bytearray()
-        self._cipher_hash = hashlib.sha256()
-        self._plain_hash = hashlib.sha256()
+        self._cipher_hash = sha256()
+        self._plain_hash = sha256()
         self._cipher_len = 0
         self._plain_len = 0
         self._final = False
@@ -322,7 +322,7 @@ def decrypt_file(
                 out.write(decryptor.feed(chunk))
             out.write(decryptor.finish())
             out.flush()
-            os.fsync(out.fileno())
+            fsync_fd(out.fileno())
     except BaseException:
         Path(dst).unlink(missing_ok=True)
         raise
@@ -403,6 +403,6 @@ class SecureDistribution:
             raise LengthOrHashMismatchError(
                 f"{len(data)} bytes received, signed metadata says {expected.length}"
             )
-        if hashlib.sha256(data).hexdigest() != expected.sha256:
+        if sha256_hex(data) != expected.sha256:
             raise LengthOrHashMismatchError("sha256 differs from the signed metadata")
         return True

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import base64
 import bz2
-import hashlib
 import heapq
 import itertools
 import json
@@ -69,6 +68,7 @@ import bsdiff4.core  # type: ignore[import-untyped]
 import semver
 from attrs import field, frozen
 
+from .._fsutil import fsync_fd, replace, sha256, sha256_hex
 from ..errors import (
     LengthOrHashMismatchError,
     MissingPluginError,
@@ -481,7 +481,7 @@ def _resolve(codec: str | PatchCodec, table: Mapping[str, PatchCodec] | None) ->
 
 
 def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return sha256_hex(data)
 
 
 @frozen
@@ -519,8 +519,8 @@ class DeltaPatch:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(self.patch)
                 fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
+                fsync_fd(fh.fileno())
+            replace(tmp, target, sync=False)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -547,7 +547,7 @@ class ApplyLimits:
 
 
 def _hash_file(path: Path, *, cap: int | None = None) -> tuple[str, int]:
-    digest = hashlib.sha256()
+    digest = sha256()
     total = 0
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
@@ -659,8 +659,8 @@ def apply_patch(
         if length != output_length or digest != output_sha256:
             raise PatchOutputError("patch output does not match the expected length and sha256")
         with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, output)
+            fsync_fd(fh.fileno())
+        replace(tmp, output, sync=False)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
