@@ -36,6 +36,7 @@ from blackhole_sync.testing import (
     MemoryHub,
     MemoryTransport,
     RecordingSink,
+    ScriptedValidator,
     TransportUnderTest,
     check_transport,
 )
@@ -63,7 +64,8 @@ async def test_local_transport_passes_conformance(tmp_path: Path) -> None:
                 transport, put, lambda: Locator.url(path_to_url(source / "absent"))
             )
 
-    assert await check_transport(make) == list(CHECKS)
+    fetch_checks = ["fetch", "length_cap", "missing", "range", "publish", "cancellation"]
+    assert await check_transport(make) == [*fetch_checks, "close"]
 
 
 async def test_memory_transport_passes_conformance() -> None:
@@ -71,14 +73,45 @@ async def test_memory_transport_passes_conformance() -> None:
 
     @contextlib.asynccontextmanager
     async def make() -> AsyncIterator[TransportUnderTest]:
-        async with MemoryTransport(store=store) as transport:
+        hub, validator = MemoryHub(), ScriptedValidator()
+        options = {"store": store, "hub": hub, "message_validator": validator}
+        async with MemoryTransport(**options) as transport, MemoryTransport(**options) as peer:
             yield TransportUnderTest(
                 transport,
                 lambda data: transport.put(f"blobs/{_sha(data)}", data),
                 lambda: MemoryTransport.locator("blobs/absent"),
+                peer=peer,
+                validator=validator,
             )
 
     assert await check_transport(make) == list(CHECKS)
+
+
+async def test_conformance_catches_a_transport_that_skips_its_validator() -> None:
+    class Careless(MemoryTransport):
+        def _receive(self, message: PeerMessage) -> None:  # delivers without asking
+            for subscription in self._subscriptions:
+                subscription.offer(message)
+
+    @contextlib.asynccontextmanager
+    async def make() -> AsyncIterator[TransportUnderTest]:
+        hub, validator = MemoryHub(), ScriptedValidator()
+        options = {"hub": hub, "message_validator": validator}
+        async with Careless(**options) as transport, Careless(**options) as peer:
+            yield TransportUnderTest(transport, peer=peer, validator=validator)
+
+    with pytest.raises(AssertionError, match=r"\[validator\].*refused was delivered"):
+        await check_transport(make, checks=["validator"])
+
+
+async def test_conformance_refuses_a_harness_that_exercises_nothing() -> None:
+    @contextlib.asynccontextmanager
+    async def make() -> AsyncIterator[TransportUnderTest]:
+        async with MemoryTransport() as transport:
+            yield TransportUnderTest(transport)  # no peer: no peer check can run
+
+    with pytest.raises(AssertionError, match="no conformance check applied"):
+        await check_transport(make, checks=["announce", "close"])
 
 
 async def test_file_url_round_trip(tmp_path: Path) -> None:

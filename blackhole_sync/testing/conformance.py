@@ -16,7 +16,13 @@ server (HTTP serving a directory, a Kubo node, a seeding swarm) starts and stops
 
     await check_transport(make)
 
-A failed check raises ``AssertionError`` naming the check and what went wrong.
+Peer-to-peer transports also hand over a second, connected instance (``peer``) built with
+the same :class:`ScriptedValidator` as ``message_validator``: the announce/subscribe/query
+checks run between the two. A transport without ``fetch`` (a pure gossip transport) passes
+``put``/``missing`` as None and its fetch checks are skipped.
+
+A failed check raises ``AssertionError`` naming the check and what went wrong; a run in which
+no check applied raises too (a harness that exercises nothing is a broken harness).
 """
 
 from __future__ import annotations
@@ -38,9 +44,28 @@ from ..errors import (
     LengthExceededError,
     LengthOrHashMismatchError,
 )
-from ..fetch import CAP_PUBLISH, CAP_RANGE, Locator, Transport, VerifyingSink
+from ..fetch import (
+    CAP_ANNOUNCE,
+    CAP_FETCH,
+    CAP_PUBLISH,
+    CAP_QUERY,
+    CAP_RANGE,
+    CAP_SUBSCRIBE,
+    Locator,
+    PeerMessage,
+    Transport,
+    Verdict,
+    VerifyingSink,
+)
+from .timeouts import scaled
 
-__all__ = ["CHECKS", "RecordingSink", "TransportUnderTest", "check_transport"]
+__all__ = [
+    "CHECKS",
+    "RecordingSink",
+    "ScriptedValidator",
+    "TransportUnderTest",
+    "check_transport",
+]
 
 #: Size of the ordinary test blob: not a multiple of any usual chunk size.
 BLOB_SIZE = 300_007
@@ -48,8 +73,28 @@ BLOB_SIZE = 300_007
 CANCEL_BLOB_SIZE = 8 * 1024 * 1024
 #: Writes a transport may still make after its scope was cancelled (a chunk in flight).
 CANCEL_SLACK_WRITES = 2
-#: Each check must finish within this many seconds.
+#: Each check must finish within this many seconds (times BLACKHOLE_SYNC_TEST_TIMEOUT_SCALE).
 CHECK_TIMEOUT = 60.0
+#: How long a peer message may take to arrive (a gossip mesh forms first).
+DELIVERY_TIMEOUT = 20.0
+#: Kind used by the peer-message checks.
+KIND = "conformance"
+
+
+class ScriptedValidator:
+    """The ``message_validator`` a harness gives both transports; the checks script it.
+
+    Payloads listed in ``verdicts`` get that verdict, others are accepted. Every call is
+    recorded in ``seen`` (so a check can tell a transport that skipped validation).
+    """
+
+    def __init__(self) -> None:
+        self.verdicts: dict[bytes, Verdict] = {}
+        self.seen: list[PeerMessage] = []
+
+    def __call__(self, message: PeerMessage) -> Verdict:
+        self.seen.append(message)
+        return self.verdicts.get(message.payload, Verdict.ACCEPT)
 
 
 @define
@@ -58,17 +103,29 @@ class TransportUnderTest:
 
     ``put(data)`` places ``data`` where ``transport`` can fetch it and returns its locator
     (sync or async). ``missing()`` returns a locator of the same kind that names nothing.
+    Both are None for a transport without ``fetch``. ``peer`` is a second instance
+    connected to ``transport`` and ``validator`` the :class:`ScriptedValidator` both were
+    built with (as their ``message_validator`` option), for the peer-message checks.
     """
 
     transport: Transport
-    put: Callable[[bytes], Locator | Awaitable[Locator]]
-    missing: Callable[[], Locator]
+    put: Callable[[bytes], Locator | Awaitable[Locator]] | None = None
+    missing: Callable[[], Locator] | None = None
+    peer: Transport | None = None
+    validator: ScriptedValidator | None = None
 
     async def place(self, data: bytes) -> Locator:
+        if self.put is None:
+            raise _fail("harness", "this check needs put() but the harness gave none")
         result = self.put(data)
         if inspect.isawaitable(result):
             return await result
         return result
+
+    def missing_locator(self) -> Locator:
+        if self.missing is None:
+            raise _fail("harness", "this check needs missing() but the harness gave none")
+        return self.missing()
 
 
 class RecordingSink:
@@ -167,7 +224,7 @@ async def _check_length_cap(tut: TransportUnderTest) -> None:
 async def _check_missing(tut: TransportUnderTest) -> None:
     sink = RecordingSink()
     try:
-        await tut.transport.fetch(tut.missing(), sink, max_length=BLOB_SIZE)
+        await tut.transport.fetch(tut.missing_locator(), sink, max_length=BLOB_SIZE)
     except BlobNotFoundError:
         pass
     else:
@@ -258,6 +315,94 @@ async def _check_cancellation(tut: TransportUnderTest) -> None:
         raise _fail("cancellation", "the whole blob was delivered despite the cancellation")
 
 
+def _peer_ready(tut: TransportUnderTest, check: str) -> bool:
+    needs = {CAP_ANNOUNCE} <= tut.transport.capabilities
+    if tut.peer is None or not needs or CAP_SUBSCRIBE not in tut.peer.capabilities:
+        return False
+    if tut.validator is None:
+        raise _fail(check, "peer checks need the ScriptedValidator both transports were built with")
+    return True
+
+
+async def _check_announce(tut: TransportUnderTest) -> None:
+    assert tut.validator is not None
+    message = await _receive_suffixed(tut, [b"conformance announcement"], set(), "announce")
+    if message.kind != KIND:
+        raise _fail("announce", f"delivered with kind {message.kind!r}, not {KIND!r}")
+    if not any(m.payload == message.payload for m in tut.validator.seen):
+        raise _fail("announce", "delivered without asking the message_validator")
+
+
+async def _receive_suffixed(
+    tut: TransportUnderTest, payloads: list[bytes], unwanted: set[bytes], check: str
+) -> PeerMessage:
+    """Subscribe on the peer, then announce ``payloads`` from the transport, each suffixed
+    ``#<attempt>`` and repeated with a growing pause while a mesh forms, until the last one
+    arrives; fail if one whose base payload is ``unwanted`` is delivered first."""
+    assert tut.peer is not None
+    subscription = tut.peer.subscribe([KIND])
+    got: list[PeerMessage] = []
+    try:
+        with anyio.fail_after(scaled(DELIVERY_TIMEOUT)):
+            async with anyio.create_task_group() as tg:
+
+                async def receive() -> None:
+                    async for message in subscription:
+                        base = message.payload.rsplit(b"#", 1)[0]
+                        if base in unwanted:
+                            raise _fail(
+                                check, f"a message the validator refused was delivered: {message}"
+                            )
+                        if base == payloads[-1]:
+                            got.append(message)
+                            tg.cancel_scope.cancel()
+                            return
+
+                tg.start_soon(receive)
+                attempt = 0
+                while True:
+                    for payload in payloads:
+                        await tut.transport.announce(KIND, payload + b"#%d" % attempt)
+                    attempt += 1
+                    await anyio.sleep(min(0.25 * attempt, 2.0))
+    except TimeoutError as exc:
+        raise _fail(check, f"no message reached the peer within {DELIVERY_TIMEOUT:g} s") from exc
+    except BaseExceptionGroup as group:
+        failures = group.subgroup(AssertionError)
+        if failures is None:
+            raise
+        raise failures.exceptions[0] from None
+    finally:
+        closer = getattr(subscription, "aclose", None)
+        if closer is not None:
+            await closer()
+    return got[0]
+
+
+async def _check_validator(tut: TransportUnderTest) -> None:
+    """Rejected and ignored messages are never delivered; later good ones still are."""
+    assert tut.validator is not None
+    rejected, ignored, good = b"conformance forged", b"conformance stale", b"conformance good"
+    for n in range(256):  # announcements are suffixed "#<attempt>"
+        tut.validator.verdicts[rejected + b"#%d" % n] = Verdict.REJECT
+        tut.validator.verdicts[ignored + b"#%d" % n] = Verdict.IGNORE
+    await _receive_suffixed(tut, [rejected, ignored, good], {rejected, ignored}, "validator")
+
+
+async def _check_query(tut: TransportUnderTest) -> None:
+    assert tut.peer is not None
+    if CAP_QUERY not in tut.peer.capabilities:
+        return
+    payload = b"conformance newest"
+    await _receive_suffixed(tut, [payload], set(), "query")  # both now hold it
+    with anyio.fail_after(scaled(DELIVERY_TIMEOUT)):
+        answers = await tut.transport.query(KIND)
+    if not any(a.payload.rsplit(b"#", 1)[0] == payload for a in answers):
+        raise _fail("query", f"the peer's newest {KIND!r} was not among {len(answers)} answers")
+    if any(a.kind != KIND for a in answers):
+        raise _fail("query", "an answer carried another kind")
+
+
 async def _check_close(tut: TransportUnderTest) -> None:
     transport = tut.transport
     entered = await transport.__aenter__()
@@ -276,17 +421,45 @@ CHECKS: dict[str, Callable[[TransportUnderTest], Awaitable[None]]] = {
     "range": _check_range,
     "publish": _check_publish,
     "cancellation": _check_cancellation,
+    "announce": _check_announce,
+    "validator": _check_validator,
+    "query": _check_query,
     "close": _check_close,
 }
+
+#: The capability each check needs (on ``transport``; peer checks also need a peer).
+_NEEDS: dict[str, str] = {
+    "fetch": CAP_FETCH,
+    "length_cap": CAP_FETCH,
+    "missing": CAP_FETCH,
+    "cancellation": CAP_FETCH,
+    "range": CAP_RANGE,
+    "publish": CAP_PUBLISH,
+    "announce": CAP_ANNOUNCE,
+    "validator": CAP_ANNOUNCE,
+    "query": CAP_QUERY,
+}
+_PEER_CHECKS = {"announce", "validator", "query"}
+
+
+def _applies(name: str, tut: TransportUnderTest) -> bool:
+    needed = _NEEDS.get(name)
+    if needed is not None and needed not in tut.transport.capabilities:
+        return False
+    if name in _PEER_CHECKS:
+        return _peer_ready(tut, name)
+    return True
 
 
 async def check_transport(make: Make, *, checks: Iterable[str] | None = None) -> list[str]:
     """Run the conformance checks against the transports ``make`` yields.
 
-    Each check enters ``make()`` afresh. Checks for optional capabilities (``range``,
-    ``publish``) are skipped when the transport does not declare them. Returns the names of
-    the checks that ran; raises ``AssertionError`` on the first failure. ``checks`` selects a
-    subset by name (see :data:`CHECKS`).
+    Each check enters ``make()`` afresh. A check whose capability the transport does not
+    declare is skipped (the fetch checks without ``fetch``, ``range``, ``publish``; the peer
+    checks without ``announce`` on the transport, ``subscribe`` on a ``peer``, or ``query``).
+    Returns the names of the checks that ran; raises ``AssertionError`` on the first failure,
+    and when no check but ``close`` ran. ``checks`` selects a subset by name (see
+    :data:`CHECKS`).
     """
     selected = list(CHECKS) if checks is None else list(checks)
     unknown = [name for name in selected if name not in CHECKS]
@@ -294,14 +467,14 @@ async def check_transport(make: Make, *, checks: Iterable[str] | None = None) ->
         raise ValueError(f"unknown checks: {unknown}; known: {list(CHECKS)}")
     ran: list[str] = []
     for name in selected:
-        with anyio.fail_after(CHECK_TIMEOUT):
+        with anyio.fail_after(scaled(CHECK_TIMEOUT)):
             async with make() as tut:
                 if not isinstance(tut, TransportUnderTest):
                     raise TypeError("make() must yield a TransportUnderTest")
-                if name in ("range", "publish"):
-                    capability = CAP_RANGE if name == "range" else CAP_PUBLISH
-                    if capability not in tut.transport.capabilities:
-                        continue
+                if not _applies(name, tut):
+                    continue
                 await CHECKS[name](tut)
                 ran.append(name)
+    if not [name for name in ran if name != "close"]:
+        raise _fail("harness", f"no conformance check applied (selected: {selected})")
     return ran
