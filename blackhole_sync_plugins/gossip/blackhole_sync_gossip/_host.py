@@ -60,8 +60,10 @@ from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.rcmgr.metrics import Direction
-from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.security.noise.transport import (
+    PROTOCOL_ID as NOISE_PROTOCOL_ID,
+    Transport as NoiseTransport,
+)
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
@@ -211,6 +213,8 @@ class GossipHost:
         self._router: GatedGossipSub | None = None
         self._scorer: RetainingScorer | None = None
         self._nursery: trio.Nursery | None = None
+        # Connections that arrive while run() is still starting up.
+        self._early_conns: list[INetConn] = []
         self._wake = trio.Event()
         self._stop = trio.Event()
         self._started = False
@@ -357,6 +361,10 @@ class GossipHost:
                     try:
                         async with trio.open_nursery() as nursery:
                             self._nursery = nursery
+                            early, self._early_conns = self._early_conns, []
+                            for conn in early:
+                                if not getattr(conn.muxed_conn, "is_closed", False):
+                                    self._on_connected(conn)
                             nursery.start_soon(self._maintain_connections)
                             self._running = True
                             task_status.started()
@@ -555,7 +563,11 @@ class GossipHost:
 
     def _on_connected(self, conn: INetConn) -> None:
         peer = conn.muxed_conn.peer_id
-        if peer in self._peers or self._nursery is None:
+        if self._nursery is None:
+            if not self._stop.is_set() and len(self._early_conns) < self.config.max_inbound_peers:
+                self._early_conns.append(conn)
+            return
+        if peer in self._peers:
             return
         direction = (
             Direction.OUTBOUND

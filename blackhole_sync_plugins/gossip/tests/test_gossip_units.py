@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from libp2p.peer.id import ID
@@ -21,7 +22,13 @@ def test_every_export_exists_and_the_core_is_not_imported() -> None:
     for name in blackhole_sync_gossip.__all__:
         assert hasattr(blackhole_sync_gossip, name), name
     code = "import sys, blackhole_sync_gossip; print('blackhole_sync' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).parent.parent,
+    )
     assert out.stdout.strip() == "False"
 
 
