@@ -28,7 +28,7 @@ from ._dht import (
     announcement_salt,
     libtorrent_secret_key,
 )
-from ._engine import Download, Engine, Seed
+from ._engine import Engine
 from ._errors import (
     BittorrentError,
     DhtError,
@@ -53,7 +53,7 @@ from ._events import (
     TransferStats,
     WebSeedFailed,
 )
-from ._settings import EngineConfig, build_settings, peer_class_filter
+from ._settings import EngineConfig, build_settings, loopback_ip_filter, peer_class_filter
 from ._torrent import (
     MAX_PIECE_SIZE,
     MAX_TORRENT_BYTES,
@@ -64,6 +64,7 @@ from ._torrent import (
     piece_size_for,
     sha256_file,
 )
+from ._transfers import Download, Seed
 
 __version__ = "0.1.0"
 
@@ -99,6 +100,7 @@ __all__ = [
     "Stalled",
     "Started",
     "TooLarge",
+    "Torrent",
     "TorrentRefused",
     "TransferError",
     "TransferFailed",
@@ -108,6 +110,7 @@ __all__ = [
     "build_settings",
     "create_torrent",
     "libtorrent_secret_key",
+    "loopback_ip_filter",
     "peer_class_filter",
     "piece_size_for",
     "sha256_file",

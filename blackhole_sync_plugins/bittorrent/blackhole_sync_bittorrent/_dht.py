@@ -29,6 +29,7 @@ import ipaddress
 import os
 import socket
 import struct
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
@@ -186,12 +187,17 @@ class DhtLimits:
     """Bounds of one lookup (every loop and wait of the client is bounded)."""
 
     query_timeout: float = 2.0
+    straggler_grace: float = 0.5
+    """Once a round has its first reply, how long it waits for the rest of its queries."""
     alpha: int = 4
     k: int = 8
     max_rounds: int = 10
     max_queries: int = 100
     max_known_nodes: int = 512
     max_seed_nodes: int = 32
+    unresponsive_ttl: float = 600.0
+    """How long a node that did not answer is skipped by later lookups."""
+    max_unresponsive: int = 1024
 
 
 @dataclass
@@ -232,6 +238,8 @@ class DhtClient:
         self._node_id = os.urandom(20)
         self._socket: anyio.abc.UDPSocket | None = None
         self._pending: dict[bytes, _Pending] = {}
+        self._send_lock = anyio.Lock()
+        self._unresponsive: dict[Address, float] = {}
         self._next_tid = int.from_bytes(os.urandom(2), "big")
 
     @property
@@ -313,7 +321,8 @@ class DhtClient:
             b"ro": 1,
         }
         try:
-            await self._socket.sendto(_bencode.encode(message), address[0], address[1])
+            async with self._send_lock:  # one sender at a time (anyio's socket guard)
+                await self._socket.sendto(_bencode.encode(message), address[0], address[1])
             with anyio.move_on_after(self._limits.query_timeout):
                 await pending.done.wait()
         except OSError:
@@ -333,10 +342,16 @@ class DhtClient:
                 return 1 << 160
             return int.from_bytes(node.node_id, "big") ^ target_int
 
+        now = time.monotonic()
+        self._unresponsive = {
+            a: t for a, t in self._unresponsive.items() if now - t < limits.unresponsive_ttl
+        }
         known: dict[Address, _Node] = {}
         for host, port in list(await self._seed_nodes())[: limits.max_seed_nodes]:
             if self._allowed(host) and 0 < port < 65536:
                 known.setdefault((host, port), _Node((host, port)))
+        # Seed nodes are always asked; nodes learned from replies that did not answer a
+        # recent lookup are skipped (marked as queried).
         queried: set[Address] = set()
 
         async def ask(node: _Node) -> None:
@@ -361,6 +376,8 @@ class DhtClient:
                         and (host, port) not in known
                     ):
                         known[(host, port)] = _Node((host, port), entry[:20])
+                        if (host, port) in self._unresponsive:
+                            queried.add((host, port))
 
         first = True
         for _round in range(limits.max_rounds):
@@ -376,11 +393,46 @@ class DhtClient:
                 break
             first = False
             queried.update(n.address for n in batch)
-            async with anyio.create_task_group() as tg:
-                for node in batch:
-                    tg.start_soon(ask, node)
+            await self._round(batch, ask, enough=len(responded) >= limits.k)
         replied = sorted((n for n in known.values() if n.reply is not None), key=distance)
         return replied, len(queried)
+
+    async def _round(
+        self, batch: list[_Node], ask: Callable[[_Node], Awaitable[None]], *, enough: bool
+    ) -> None:
+        """Query ``batch`` in parallel. Stragglers get :attr:`DhtLimits.straggler_grace` after
+        the round's first reply, or from the start when the lookup already has ``k`` replies
+        (a dead node must not hold every lookup for a full timeout)."""
+        progressed = anyio.Event()
+        if enough:
+            progressed.set()
+        all_done = anyio.Event()
+        remaining = len(batch)
+
+        async def one(node: _Node) -> None:
+            nonlocal remaining
+            try:
+                await ask(node)
+            finally:
+                if node.reply is None and len(self._unresponsive) < self._limits.max_unresponsive:
+                    self._unresponsive[node.address] = time.monotonic()
+                remaining -= 1
+                if node.reply is not None or remaining == 0:
+                    progressed.set()
+                if remaining == 0:
+                    all_done.set()
+
+        async with anyio.create_task_group() as tg:
+            for node in batch:
+                tg.start_soon(one, node)
+
+            async def watchdog() -> None:
+                await progressed.wait()
+                with anyio.move_on_after(self._limits.straggler_grace):
+                    await all_done.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watchdog)
 
     async def get(self, public_key: bytes, salt: bytes = b"") -> GetResult:
         """Every distinct, correctly signed item under ``(public_key, salt)``; trust none."""

@@ -1,9 +1,11 @@
 """What the engine reports: per-transfer statistics, transfer events and engine totals.
 
 All are frozen dataclasses built on the event loop from alerts and status polls; none holds a
-libtorrent object. Byte counts are payload bytes (no protocol overhead). ``from_peers`` and
-``from_web_seeds`` count received blocks by the connection that delivered them (a block later
-discarded by a failed hash check still counts: it was received).
+libtorrent object. Byte counts are payload bytes (no protocol overhead), counted as received
+(a block later discarded by a failed hash check still counts). ``from_web_seeds`` is measured
+per web seed connection (blocks received from a web seed's address, and the per-connection
+counters polled each tick; the larger of the two, as each can miss a few blocks);
+``from_peers`` is the rest of ``payload_downloaded``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ libtorrent reports back (``session.get_settings()``), so a test can check the ef
 ``loopback_only=True`` (the default, so that nothing reaches the network by accident) means:
 no UPnP, no NAT-PMP, no local service discovery (LSD), no public DHT bootstrap routers, no
 WebTorrent STUN server, listening on ``127.0.0.1`` only (``listen_port`` or an ephemeral port),
-outgoing connections bound to ``127.0.0.1``, and the DHT accepting several nodes per IP
+outgoing connections bound to ``127.0.0.1``, an IP filter blocking every other address for
+peers and DHT nodes (:func:`loopback_ip_filter`), and the DHT accepting several nodes per IP
 (``dht_restrict_routing_ips``, ``dht_restrict_search_ips``, ``dht_ignore_dark_internet`` and
 ``dht_enforce_node_id`` off: every local node shares 127.0.0.1). Several peers per IP are
 always allowed (a swarm on one host, or nodes behind one NAT).
@@ -27,7 +28,7 @@ from typing import Any, Final
 
 import libtorrent as lt
 
-__all__ = ["EngineConfig", "build_settings", "peer_class_filter"]
+__all__ = ["EngineConfig", "build_settings", "loopback_ip_filter", "peer_class_filter"]
 
 _PUBLIC_DHT_ROUTERS: Final = "dht.libtorrent.org:25401,router.bittorrent.com:6881"
 
@@ -116,6 +117,7 @@ def build_settings(config: EngineConfig) -> dict[str, Any]:
         "alert_mask": int(_ALERTS),
         "alert_queue_size": config.alert_queue_size,
         "ssrf_mitigation": True,
+        "apply_filter_to_dht": True,
         # Transfers are managed by the engine, not by libtorrent's queue.
         "active_downloads": -1,
         "active_seeds": -1,
@@ -143,4 +145,16 @@ def peer_class_filter() -> lt.ip_filter:
     filt = lt.ip_filter()
     filt.add_rule("0.0.0.0", "255.255.255.255", mask)  # noqa: S104 - an address range, not a bind
     filt.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", mask)
+    return filt
+
+
+def loopback_ip_filter() -> lt.ip_filter:
+    """An IP filter that blocks every address but 127.0.0.0/8 and ::1 (peers and, as
+    ``apply_filter_to_dht`` is on, DHT nodes): with ``loopback_only`` nothing else is reached
+    even if a peer or a DHT node hands out other addresses."""
+    filt = lt.ip_filter()
+    filt.add_rule("0.0.0.0", "255.255.255.255", 1)  # noqa: S104 - an address range, not a bind
+    filt.add_rule("127.0.0.0", "127.255.255.255", 0)
+    filt.add_rule("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", 1)
+    filt.add_rule("::1", "::1", 0)
     return filt

@@ -61,7 +61,7 @@ class Proc:
         self.seen: list[Message] = []
         self.ports: set[int] = set()
         env = dict(os.environ, PYTHONPATH=str(PACKAGE_ROOT))
-        self._stderr = open(log_dir / f"{name}.stderr", "wb")  # noqa: SIM115 - closed in wait()
+        self._stderr = open(log_dir / f"{name}.stderr", "wb")
         self.popen = subprocess.Popen(
             [sys.executable, *argv],
             stdin=subprocess.PIPE,
@@ -90,7 +90,9 @@ class Proc:
         try:
             message = self.messages.get(timeout=remaining)
         except queue.Empty:
-            raise TimeoutError(f"{self.name}: timed out; log: {self.stderr_text()[-2000:]}") from None
+            raise TimeoutError(
+                f"{self.name}: timed out; log: {self.stderr_text()[-2000:]}"
+            ) from None
         self.seen.append(message)
         return message
 
@@ -154,9 +156,13 @@ class Proc:
 class NodeProc(Proc):
     """A bt_node.py process."""
 
-    def __init__(self, name: str, state: Path, log_dir: Path, *, backend: str, args: list[str]) -> None:
+    def __init__(
+        self, name: str, state: Path, log_dir: Path, *, backend: str, args: list[str]
+    ) -> None:
         state.mkdir(parents=True, exist_ok=True)
-        super().__init__(name, [str(NODE_SCRIPT), "--state", str(state), "--backend", backend, *args], log_dir)
+        super().__init__(
+            name, [str(NODE_SCRIPT), "--state", str(state), "--backend", backend, *args], log_dir
+        )
         self.backend = backend
         self.port = 0
 
@@ -164,12 +170,20 @@ class NodeProc(Proc):
         ready = self.wait_event("ready", timeout=30)
         self.port = int(ready["port"])
         self.ports.add(self.port)
+        self.dht_client_port: int | None = ready["dht_client_port"]
+        if self.dht_client_port:
+            self.ports.add(self.dht_client_port)
 
-    def request(self, cmd: str, *, timeout: float = 60.0, expect_error: bool = False, **fields: Any) -> Message:
+    def request(
+        self, cmd: str, *, timeout: float = 60.0, expect_error: bool = False, **fields: Any
+    ) -> Message:
         self._next_id += 1
         ident = self._next_id
         self.send({"id": ident, "cmd": cmd, **fields})
+        started = time.monotonic()
         reply = self.wait_for(lambda m: m.get("reply") == ident, timeout)
+        if os.environ.get("BT_TRACE"):
+            print(f"{self.name} {cmd} {time.monotonic() - started:.3f}s", file=sys.stderr)
         if expect_error:
             assert "error" in reply, reply
         elif "error" in reply:
@@ -196,10 +210,17 @@ class Cluster:
         self.procs: list[Proc] = []
 
     def node(
-        self, name: str, *, backend: str = "asyncio", args: list[str] | None = None, state: str | None = None
+        self,
+        name: str,
+        *,
+        backend: str = "asyncio",
+        args: list[str] | None = None,
+        state: str | None = None,
     ) -> NodeProc:
         """A node whose engine keeps its state in ``root/<state or name>``."""
-        node = NodeProc(name, self.root / (state or name), self.logs, backend=backend, args=args or [])
+        node = NodeProc(
+            name, self.root / (state or name), self.logs, backend=backend, args=args or []
+        )
         self.procs.append(node)
         node.wait_ready()
         return node

@@ -17,6 +17,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from nacl.signing import SigningKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from blackhole_sync_bittorrent import (  # noqa: E402
+from blackhole_sync_bittorrent import (
     Download,
     Engine,
     EngineConfig,
@@ -138,13 +139,17 @@ class Node:
             stats = engine.stats()
             return {
                 "engine": dataclasses.asdict(stats),
-                "transfers": {s.btih: {**dataclasses.asdict(s), "ratio": s.ratio} for s in stats.transfers},
+                "transfers": {
+                    s.btih: {**dataclasses.asdict(s), "ratio": s.ratio} for s in stats.transfers
+                },
             }
         if name == "dht_put":
             result = await engine.dht_put(item_from_json(cmd["item"]))
             return dataclasses.asdict(result)
         if name == "dht_get":
-            result = await engine.dht_get(bytes.fromhex(cmd["public_key"]), bytes.fromhex(cmd["salt"]))
+            result = await engine.dht_get(
+                bytes.fromhex(cmd["public_key"]), bytes.fromhex(cmd["salt"])
+            )
             return {
                 "candidates": [
                     {**item_to_json(c.item), "responders": c.responders} for c in result.candidates
@@ -155,17 +160,20 @@ class Node:
             }
         if name == "dht_put_native":
             key = SigningKey(bytes.fromhex(cmd["seed"]))
-            with anyio.fail_after(30):
+            with anyio.fail_after(45):
                 seq, stored = await engine.dht_put_native(
                     key, bytes.fromhex(cmd["value"]), bytes.fromhex(cmd["salt"])
                 )
             return {"seq": seq, "stored": stored}
         if name == "dht_get_native":
-            with anyio.fail_after(30):
+            with anyio.fail_after(45):
                 item = await engine.dht_get_native(
                     bytes.fromhex(cmd["public_key"]), bytes.fromhex(cmd["salt"])
                 )
             return {"item": item_to_json(item) if item else None}
+        if name == "dht_nodes":
+            await engine.add_dht_nodes([("127.0.0.1", int(port)) for port in cmd["ports"]])
+            return {}
         if name == "keep_published":
             await engine.keep_published(item_from_json(cmd["item"]), interval=cmd["interval"])
             return {}
@@ -183,10 +191,13 @@ async def main(args: argparse.Namespace) -> None:
         tick_interval=args.tick,
         resume_save_interval=args.resume_interval,
         dht_announce_interval=args.dht_announce_interval,
+        limit_local_peers=not args.no_peer_class_filter,
+        extra_settings={k: json.loads(v) for k, v in (x.split("=", 1) for x in args.setting)},
     )
     async with Engine(config) as engine, anyio.create_task_group() as tg:
         node = Node(engine, tg)
-        emit({"event": "ready", "port": engine.listen_port, "dht_port": engine.listen_port})
+        client_port = engine.dht.local_address[1] if engine.dht else None
+        emit({"event": "ready", "port": engine.listen_port, "dht_client_port": client_port})
         while True:
             line = await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
             if not line:
@@ -197,6 +208,7 @@ async def main(args: argparse.Namespace) -> None:
             try:
                 reply = await node.handle(cmd)
             except Exception as e:  # reported to the test, which asserts on it
+                traceback.print_exc()
                 emit({"reply": cmd.get("id"), "error": type(e).__name__, "message": str(e)})
             else:
                 emit({"reply": cmd.get("id"), "ok": True, **reply})
@@ -215,5 +227,7 @@ if __name__ == "__main__":
     parser.add_argument("--tick", type=float, default=0.25)
     parser.add_argument("--resume-interval", type=float, default=30.0)
     parser.add_argument("--dht-announce-interval", type=int, default=900)
+    parser.add_argument("--no-peer-class-filter", action="store_true")
+    parser.add_argument("--setting", action="append", default=[], help="NAME=JSON_VALUE")
     ns = parser.parse_args()
     anyio.run(main, ns, backend=ns.backend)

@@ -11,7 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bt_helpers import Cluster  # noqa: E402
+from bt_helpers import Cluster
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -49,7 +49,9 @@ def test_empty_blob_has_no_torrent() -> None:
         piece_size_for(0)
 
 
-def test_same_file_gives_the_same_bytes_wherever_it_is_and_whatever_it_is_called(tmp_path: Path) -> None:
+def test_same_file_gives_the_same_bytes_wherever_it_is_and_whatever_it_is_called(
+    tmp_path: Path,
+) -> None:
     path, digest = make_blob(tmp_path / "a", 3 * MIB + 12345)
     copy = tmp_path / "b" / "renamed.bin"
     copy.parent.mkdir()
@@ -105,7 +107,10 @@ def test_info_hashes_are_stable_across_processes(tmp_path: Path) -> None:
 def test_a_torrent_whose_info_hash_is_not_the_expected_one_is_refused(tmp_path: Path) -> None:
     wanted = create_torrent(make_blob(tmp_path / "a", 200 * KIB, seed=1)[0])
     other = create_torrent(make_blob(tmp_path / "b", 200 * KIB, seed=2)[0])
-    assert Torrent.from_bytes(wanted.data, expected_btih=wanted.btih, expected_btmh=wanted.btmh) == wanted
+    assert (
+        Torrent.from_bytes(wanted.data, expected_btih=wanted.btih, expected_btmh=wanted.btmh)
+        == wanted
+    )
     with pytest.raises(InfoHashMismatch, match="btih"):
         Torrent.from_bytes(other.data, expected_btih=wanted.btih)
     with pytest.raises(InfoHashMismatch, match="btmh"):
@@ -121,7 +126,9 @@ def test_length_checks(tmp_path: Path) -> None:
     assert Torrent.from_bytes(torrent.data, expected_length=300 * KIB, max_length=300 * KIB)
 
 
-def test_torrents_that_are_not_single_file_hybrids_named_by_a_hash_are_refused(tmp_path: Path) -> None:
+def test_torrents_that_are_not_single_file_hybrids_named_by_a_hash_are_refused(
+    tmp_path: Path,
+) -> None:
     path, digest = make_blob(tmp_path / "blobs", 100 * KIB)
     (tmp_path / "blobs" / "not-a-hash").write_bytes(path.read_bytes())
 
