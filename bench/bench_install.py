@@ -29,7 +29,7 @@ from pathlib import Path
 
 import anyio
 
-from blackhole_sync.documents.metadata import Artifact, Envelope, ReleaseManifest
+from blackhole_sync.documents import Artifact, Envelope, ReleaseManifest
 from blackhole_sync.node.store import NodeStore
 
 

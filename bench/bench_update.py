@@ -27,7 +27,7 @@ from blackhole_sync_http.server import serve_repository
 
 from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.manager import UpdateManager, init_node
-from blackhole_sync.release.publisher import Repository
+from blackhole_sync.release import Repository
 
 MAX_BYTES_RATIO = 0.05
 MAX_TIME_RATIO = 0.25

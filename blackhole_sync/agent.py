@@ -58,9 +58,9 @@ async def run_cycle(node_dir: Path) -> tuple[str, float | None]:
 
 async def run_agent(node_dir: Path, *, once: bool = False, interval: int | None = None) -> None:
     """Run cycles until SIGTERM/SIGINT (or once)."""
-    from .node import NodeConfig
+    from .node import NodeConfig, NodeLayout
 
-    config = NodeConfig.from_file(node_dir / "config.toml")
+    config = NodeConfig.from_file(NodeLayout(node_dir).config)
     period = float(interval or config.check_interval)
     async with anyio.create_task_group() as tg:
 

@@ -10,7 +10,7 @@ the built-in ``ValueError`` / ``TypeError`` / ``RuntimeError``.
     BlackholeSyncError
     ├── SecurityError                   refused for a security reason (command line exit 3)
     │   ├── FormatError                 not strict JSON, or not the document's schema
-    │   ├── UnsafePathError             artifact/member name that could escape its directory
+    │   │   └── UnsafePathError         artifact/member name that could escape its directory
     │   ├── SignatureError              fewer distinct trusted keys signed than the threshold
     │   ├── RollbackError               a version went down, or changed under the same number
     │   │   └── VanishedReleaseError    a trusted release left the index without withdrawal
@@ -33,6 +33,8 @@ the built-in ``ValueError`` / ``TypeError`` / ``RuntimeError``.
     │   ├── HealthCheckError            health check failed or timed out (rolled back)
     │   ├── SandboxError                the self-test in the sandbox failed (nothing switched)
     │   ├── MigrationError              a schema or configuration migration failed
+    │   ├── IncompatibleReleaseError    no artifact for this node, or its compatibility rules
+    │   │                               exclude this node (nothing changed)
     │   └── NoSuchVersionError          asked for a version that is not installed / published
     ├── ConflictError                   the operation conflicts with existing state (exit 1):
     │                                   a release that exists, published twice, an existing node
@@ -54,6 +56,7 @@ __all__ = [
     "ExpiredError",
     "FormatError",
     "HealthCheckError",
+    "IncompatibleReleaseError",
     "InstallError",
     "InsufficientSpaceError",
     "LengthExceededError",
@@ -194,6 +197,12 @@ class SandboxError(InstallError):
 
 class MigrationError(InstallError):
     """A schema or configuration migration failed; the old state was kept."""
+
+
+class IncompatibleReleaseError(InstallError):
+    """The release cannot run on this node: it has no artifact for the node's platform and
+    architecture, or its compatibility rules (oldest version it updates from, protocol
+    versions) exclude the node. Refused before anything is fetched or changed."""
 
 
 class NoSuchVersionError(InstallError):

@@ -30,13 +30,12 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
-from attrs import field, frozen
 
-from ._fsutil import hash_file, replace, sha256_hex, write_atomic
+from . import protocols
+from ._fsutil import hash_file
 from .clock import utcnow
 from .codecs import delta as _delta
 from .documents import (
-    Artifact,
     Envelope,
     NodeStatusDoc,
     PrivateKey,
@@ -52,10 +51,11 @@ from .documents import (
 )
 from .errors import (
     BlackholeSyncError,
+    IncompatibleReleaseError,
     LengthOrHashMismatchError,
     NoSuchVersionError,
-    PatchError,
     RollbackError,
+    SandboxError,
     SecurityError,
     WithdrawnReleaseError,
 )
@@ -69,7 +69,18 @@ from .fetch import (
     make_plugin_manager,
 )
 from .metrics import ResourceSampler, UpdateMetrics
-from .node import Decision, InstallHooks, NodeConfig, NodeStore, PolicyState, UpdatePolicy, decide
+from .node import (
+    NodeConfig,
+    NodeStore,
+    PolicyState,
+    RollbackPoint,
+    SignedManifest,
+    TrustStore,
+    UpdatePolicy,
+    check_tree,
+    decide,
+)
+from .protocols import SyncResult, UpdateInfo, UpdatePackage, UpdateResult, UpdateStatus
 
 __all__ = [
     "MAX_START_FAILURES",
@@ -85,122 +96,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-IDENTITY_KEY = "identity.key"
-#: Delta codec of a member shipped whole inside a per-member delta set (no patch paid off).
-IDENTITY_CODEC = "identity"
 #: Consecutive failed health checks after which the agent abandons a version.
 MAX_START_FAILURES = 3
-
-
-@frozen
-class UpdateInfo:
-    """A verified release newer than the node's current version."""
-
-    version: str
-    type: str
-    channel: str
-    critical: bool
-    priority: int
-    released: _dt.datetime
-    manifest: ReleaseManifest = field(repr=False)
-    manifest_bytes: bytes = field(repr=False)
-
-    @classmethod
-    def of(cls, manifest: ReleaseManifest, data: bytes) -> UpdateInfo:
-        return cls(
-            manifest.version,
-            manifest.type,
-            manifest.channel,
-            manifest.critical,
-            manifest.priority,
-            manifest.released,
-            manifest,
-            data,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "type": self.type,
-            "channel": self.channel,
-            "critical": self.critical,
-            "priority": self.priority,
-            "released": format_time(self.released),
-        }
-
-
-@frozen
-class UpdatePackage:
-    """A release staged and verified on disk, ready for :meth:`UpdateManager.apply_update`."""
-
-    version: str
-    manifest: ReleaseManifest = field(repr=False)
-    manifest_bytes: bytes = field(repr=False)
-    tree: Path  # the staged tree (a staging directory of its own)
-    staging: Path  # scratch space: downloaded blobs and patches
-    method: str  # "full" | "delta"
-    bytes_fetched: int
-    from_version: str | None
-
-
-@frozen
-class UpdateResult:
-    version: str
-    previous: str | None
-    method: str
-    bytes_fetched: int
-    duration_s: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": self.version,
-            "previous": self.previous,
-            "method": self.method,
-            "bytes_fetched": self.bytes_fetched,
-            "duration_s": round(self.duration_s, 3),
-        }
-
-
-@frozen
-class UpdateStatus:
-    current_version: str | None
-    installed_versions: tuple[str, ...]
-    node_public_key: str
-    channel: str
-    state: str
-    root_version: int
-    index_version: int | None
-    index_expires: str | None
-    available: tuple[str, ...]
-    bad_versions: tuple[str, ...]
-    held_versions: tuple[str, ...]
-    policy: Mapping[str, Any]
-    metrics: Mapping[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "current_version": self.current_version,
-            "installed_versions": list(self.installed_versions),
-            "node_public_key": self.node_public_key,
-            "channel": self.channel,
-            "state": self.state,
-            "root_version": self.root_version,
-            "index_version": self.index_version,
-            "index_expires": self.index_expires,
-            "available": list(self.available),
-            "bad_versions": list(self.bad_versions),
-            "held_versions": list(self.held_versions),
-            "policy": dict(self.policy),
-            "metrics": dict(self.metrics),
-        }
-
-
-@frozen
-class SyncResult:
-    available: tuple[UpdateInfo, ...]
-    decision: Decision | None
-    installed: UpdateResult | None = None
-    error: str | None = None
 
 
 class UpdateManager:
@@ -217,8 +114,22 @@ class UpdateManager:
         transport_options: Mapping[str, Any] | None = None,
         deltas: bool | None = None,
         progress: Callable[[Any], None] | None = None,
+        version_manager: protocols.VersionManager
+        | Callable[[UpdateManager], protocols.VersionManager]
+        | None = None,
+        rollback_manager: protocols.RollbackManager
+        | Callable[[NodeStore], protocols.RollbackManager]
+        | None = None,
     ) -> None:
+        """Open with ``async with``. ``version_manager`` and ``rollback_manager`` replace the
+        library's own (instances, or factories called once the node store is open: the
+        version manager's with this manager, the rollback manager's with the store); see
+        :mod:`blackhole_sync.protocols` for what each is asked and when."""
         self.node_dir = Path(node_dir)
+        self._version_manager_arg = version_manager
+        self._rollback_manager_arg = rollback_manager
+        self._version_manager: protocols.VersionManager | None = None
+        self._rollback_manager: protocols.RollbackManager | None = None
         self._plugins = plugins
         self._config = config
         self._clock = clock
@@ -240,7 +151,7 @@ class UpdateManager:
         )
         try:
             if self._config is None:
-                self._config = NodeConfig.from_file(self.node_dir / "config.toml")
+                self._config = NodeConfig.from_file(self._store.layout.config)
             if self._plugins is None:
                 self._plugins = make_plugin_manager(load_entrypoints=True)
             # the shared transport options (transport.STANDARD_OPTIONS); explicit ones win
@@ -290,8 +201,30 @@ class UpdateManager:
         return self._plugins
 
     @property
-    def versions(self) -> VersionManager:
-        return VersionManager(self.store, lambda: self._trusted().manifests)
+    def versions(self) -> protocols.VersionManager:
+        """The VersionManager the install path asks (the host's, or the library's)."""
+        if self._version_manager is None:
+            given = self._version_manager_arg
+            if given is None:
+                self._version_manager = VersionManager(self.store, self._known_manifests)
+            elif isinstance(given, type) or not isinstance(given, protocols.VersionManager):
+                self._version_manager = given(self)
+            else:
+                self._version_manager = given
+        return self._version_manager
+
+    @property
+    def rollbacks(self) -> protocols.RollbackManager:
+        """The RollbackManager that backs up state and rolls back (the host's, or the store's)."""
+        if self._rollback_manager is None:
+            given = self._rollback_manager_arg
+            if given is None:
+                self._rollback_manager = self.store.rollbacks
+            elif isinstance(given, type) or not isinstance(given, protocols.RollbackManager):
+                self._rollback_manager = given(self.store)
+            else:
+                self._rollback_manager = given
+        return self._rollback_manager
 
     def _client(self) -> RepositoryClient:
         assert self._pool is not None
@@ -314,24 +247,20 @@ class UpdateManager:
     # -- trusted metadata ---------------------------------------------------------------------
 
     @property
-    def trust_dir(self) -> Path:
-        return self.node_dir / "trust"
+    def trust(self) -> TrustStore:
+        """The node's ``trust/`` directory (received bytes of verified documents)."""
+        return self.store.trust
 
     def _load_state(self, reference_time: _dt.datetime) -> TrustedState:
-        """The trusted state from disk: root, the stored index as floor, stored manifests."""
-        state = TrustedState(
-            (self.trust_dir / "root.json").read_bytes(), reference_time=reference_time
-        )
-        index_path = self.trust_dir / "index.json"
-        if index_path.exists() and state.load_trusted_index(index_path.read_bytes()):
-            manifests = self.trust_dir / "manifests"
-            if manifests.is_dir():
-                for path in manifests.glob("*.json"):
-                    version = path.name[: -len(".json")]
-                    try:
-                        state.update_manifest(version, path.read_bytes(), allow_withdrawn=True)
-                    except SecurityError:
-                        continue  # re-fetched (and re-verified) when needed
+        """Root and the stored index (as the floor) from ``trust/``.
+
+        Stored manifests are verified only when first needed (:meth:`_stored_manifest`), so a
+        check costs the same with 1 or 1,000 published releases.
+        """
+        state = TrustedState(self.trust.root_bytes(), reference_time=reference_time)
+        index = self.trust.index_bytes()
+        if index is not None:
+            state.load_trusted_index(index)
         return state
 
     def _trusted(self) -> TrustedState:
@@ -339,16 +268,53 @@ class UpdateManager:
             self._state = self._load_state(self._clock())
         return self._state
 
-    def _persist_state(self, state: TrustedState) -> None:
-        self.trust_dir.mkdir(exist_ok=True)
-        write_atomic(self.trust_dir / f"{state.root.version}.root.json", state.root_bytes)
-        write_atomic(self.trust_dir / "root.json", state.root_bytes)
-        if state.index_bytes is not None:
-            write_atomic(self.trust_dir / "index.json", state.index_bytes)
+    def _stored_manifest(
+        self, state: TrustedState, version: str, *, allow_withdrawn: bool = True
+    ) -> ReleaseManifest | None:
+        """``version``'s manifest from ``trust/``, verified into ``state`` on first use.
 
-    def _persist_manifest(self, version: str, data: bytes) -> None:
-        (self.trust_dir / "manifests").mkdir(exist_ok=True)
-        write_atomic(self.trust_dir / "manifests" / f"{version}.json", data)
+        None when it is not stored or no longer verifies (it is then fetched again when needed).
+        """
+        try:
+            return state.manifest(version)
+        except KeyError:
+            pass
+        data = self.trust.manifest_bytes(version)
+        if data is None or state.index is None:
+            return None
+        try:
+            # verified once per process: the stored bytes are a cache, trust is the signatures
+            return state.update_manifest(version, data, allow_withdrawn=allow_withdrawn)
+        except SecurityError:
+            return None
+
+    def _releases_between(self, low: str | None, high: str) -> list[ReleaseManifest]:
+        """Verified manifests of the channel's releases in ``(low, high]``, ascending."""
+        state = self._trusted()
+        if state.index is None:
+            return []
+        out = []
+        for version in sort_versions(state.index.releases(self.config.channel)):
+            if low is not None and compare_versions(version, low) <= 0:
+                continue
+            if compare_versions(version, high) > 0:
+                continue
+            manifest = self._stored_manifest(state, version)
+            if manifest is not None:
+                out.append(manifest)
+        return out
+
+    def _known_manifests(self) -> dict[str, ReleaseManifest]:
+        """The channel's manifests verified this session or stored in ``trust/`` (the default
+        VersionManager's view: compatibility checks, the matrix, required migrations)."""
+        state = self._trusted()
+        found = dict(state.manifests)  # verified this session, saved or not yet
+        for version in self.trust.manifest_versions():
+            manifest = self._stored_manifest(state, version)
+            if manifest is not None:
+                found[version] = manifest
+        channel = self.config.channel
+        return {v: m for v, m in found.items() if m.channel == channel}
 
     # -- the design's operations --------------------------------------------------------------
 
@@ -383,9 +349,9 @@ class UpdateManager:
         """Persist the trusted state verified by the last check (atomically, file by file)."""
         if self._state is None:
             return
-        self._persist_state(self._state)
+        self.trust.save_state(self._state)
         for version, data in self._unsaved:
-            self._persist_manifest(version, data)
+            self.trust.save_manifest(version, data)
         self._unsaved = []
 
     def held_versions(self) -> list[str]:
@@ -417,16 +383,11 @@ class UpdateManager:
         *,
         fetched: list[tuple[str, bytes]] | None = None,
     ) -> bytes:
-        listed = state.require_index().all_releases()[version]
-        cached = self.trust_dir / "manifests" / f"{version}.json"
-        if cached.exists():
-            data = cached.read_bytes()
-            if len(data) == listed.length and sha256_hex(data) == listed.sha256:
-                state.update_manifest(version, data)
-                return data
+        if self._stored_manifest(state, version, allow_withdrawn=False) is not None:
+            return state.manifest_bytes(version)
         data = await client.fetch_manifest(state, version)
         if fetched is None:
-            self._persist_manifest(version, data)
+            self.trust.save_manifest(version, data)
         else:
             fetched.append((version, data))
         return data
@@ -468,314 +429,83 @@ class UpdateManager:
         return UpdateInfo.of(state.manifest(version), data)
 
     async def download_update(self, update: UpdateInfo) -> UpdatePackage:
-        """Fetch and stage ``update``: by delta patches where possible, else in full."""
-        manifest = update.manifest
-        started = time.monotonic()
-        need = self.store.required_space(
-            manifest, platform=self.config.platform, arch=self.config.arch
-        )
-        self.store.check_space(
-            need
-            + sum(
-                a.blob.length
-                for a in manifest.artifacts_for(self.config.platform, self.config.arch)
-            )
-        )
-        tree = self.store.new_staging_dir()
-        work = staging = self.store.new_staging_dir()
+        """Fetch and stage ``update``: reused, by delta patches where possible, else in full."""
+        from .node import ReleaseStager
+
         client = self._client()
         current = self.store.current_version()
+        stager = ReleaseStager(
+            self.store,
+            client,
+            platform=self.config.platform,
+            arch=self.config.arch,
+            codecs=self._codecs(),
+            releases=lambda: self._releases_between(current, update.version),
+            identity_key=self.identity_key,
+            on_error=lambda message: self.metrics.record_error(message),
+        )
         use_deltas = self.config.deltas if self._deltas is None else self._deltas
-        methods: set[str] = set()
         self._emit("downloading", update.version)
         self.metrics = UpdateMetrics(
             version=update.version, from_version=current, sampler=ResourceSampler()
         )
         self.metrics.start_download(update.version)
-        try:
-            for artifact in manifest.artifacts_for(self.config.platform, self.config.arch):
-                if current is not None and await self._stage_from_installed(
-                    artifact, current, tree, work
-                ):
-                    methods.add("local")
-                    continue
-                done = False
-                if use_deltas and current is not None and artifact.encryption is None:
-                    done = await self._stage_by_delta(
-                        client, manifest, artifact, current, tree, work
-                    )
-                if done:
-                    methods.add("delta")
-                else:
-                    await self._stage_full(client, artifact, tree, work)
-                    methods.add("full")
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.rmtree(tree, ignore_errors=True)
-            raise
-        fetched = methods - {"local"}
-        if not fetched:
-            method = "delta"  # nothing to fetch: every file was already here (a zero-byte delta)
-        elif fetched == {"delta"}:
-            method = "delta"
-        else:
-            method = "full" if "delta" not in fetched else "mixed"
-        self.metrics.method = method
+        staged = await stager.stage(update.manifest, current, deltas=use_deltas)
+        self.metrics.method = staged.method
         for source, error in client.stats.failures:
             self.metrics.record_source_failure(source, error)
-        self.metrics.finish_download(client.stats.bytes_fetched, time.monotonic() - started)
-        self._emit("downloaded", update.version, method=method, bytes=client.stats.bytes_fetched)
+        self.metrics.finish_download(staged.bytes_fetched, staged.duration_s)
+        self._emit("downloaded", update.version, method=staged.method, bytes=staged.bytes_fetched)
         return UpdatePackage(
             update.version,
-            manifest,
+            update.manifest,
             update.manifest_bytes,
-            tree,
-            staging,
-            method,
-            client.stats.bytes_fetched,
+            staged.tree,
+            staged.work,
+            staged.method,
+            staged.bytes_fetched,
             current,
         )
 
-    async def _stage_from_installed(
-        self, artifact: Artifact, current: str, tree: Path, work: Path
-    ) -> bool:
-        """Reuse an artifact the current version already holds, byte for byte (re-hashed)."""
-        old_dir = self.store.version_dir(current)
-        if artifact.unpack is None:
-            old = old_dir / artifact.name
-            if not old.is_file() or old.is_symlink() or old.stat().st_size != artifact.length:
-                return False
-            copy = work / f"local-{artifact.sha256}"
-            await anyio.to_thread.run_sync(shutil.copyfile, old, copy)
-            if _file_sha256(copy) != artifact.sha256:
-                copy.unlink()
-                return False
-            await anyio.to_thread.run_sync(self.store.stage_file, copy, artifact, tree)
-            return True
-        return await self._rebuild_unpacked(None, artifact, {}, old_dir, tree, work, {})
-
-    async def _stage_full(
-        self, client: RepositoryClient, artifact: Artifact, tree: Path, work: Path
-    ) -> None:
-        blob = work / f"blob-{artifact.blob.sha256}"
-        await client.fetch_blob(artifact.blob, blob, extra_locators=artifact.locators)
-        plain = blob
-        if artifact.encryption is not None:
-            from .codecs import decrypt_file
-
-            plain = work / f"plain-{artifact.sha256}"
-            await anyio.to_thread.run_sync(
-                lambda: decrypt_file(blob, plain, artifact, self.identity_key())
-            )
-            blob.unlink()
-        if artifact.unpack is not None:
-            await anyio.to_thread.run_sync(self.store.stage_archive, plain, artifact, tree)
-        else:
-            await anyio.to_thread.run_sync(self.store.stage_file, plain, artifact, tree)
-
-    async def _stage_by_delta(
-        self,
-        client: RepositoryClient,
-        manifest: ReleaseManifest,
-        artifact: Artifact,
-        current: str,
-        tree: Path,
-        work: Path,
-    ) -> bool:
-        """Rebuild ``artifact`` from the installed version plus patches. False: use a full fetch."""
-        old_dir = self.store.version_dir(current)
-        table = _delta.codec_table(
+    def _codecs(self) -> dict[str, Any]:
+        """Built-in patch codecs plus those plugins register (blackhole_sync_patch_codecs)."""
+        return _delta.codec_table(
             codec for result in self.plugins.hook.blackhole_sync_patch_codecs() for codec in result
         )
-        try:
-            if artifact.unpack is None:
-                return await self._apply_chain(
-                    client, manifest, artifact, current, old_dir, tree, work, table
-                )
-            records = {
-                d.member: d
-                for d in manifest.deltas
-                if d.artifact == artifact.name and d.from_version == current
-            }
-            if not records:
-                return False
-            return await self._rebuild_unpacked(
-                client, artifact, records, old_dir, tree, work, table
-            )
-        except (PatchError, LengthOrHashMismatchError, FileNotFoundError) as exc:
-            log.warning(
-                "delta for %s failed (%s); falling back to a full download", artifact.name, exc
-            )
-            self.metrics.record_error(f"delta {artifact.name}: {exc}")
-            (tree / artifact.name).unlink(missing_ok=True)
-            return False
-
-    async def _apply_chain(
-        self,
-        client: RepositoryClient,
-        manifest: ReleaseManifest,
-        artifact: Artifact,
-        current: str,
-        old_dir: Path,
-        tree: Path,
-        work: Path,
-        table: Mapping[str, Any],
-    ) -> bool:
-        """Reach ``artifact`` by the cheapest chain of patches the optimizer finds.
-
-        Edges come from every verified manifest between the installed and the target version
-        (a node two releases behind can take 1.0->1.1->1.2 when 1.2 has no patch from 1.0);
-        each step's output must match that release's artifact before the next step reads it.
-        The optimizer picks a full download when the chain costs more than its set fraction.
-        """
-        state = self._trusted()
-        edges: dict[_delta.DeltaEdge, tuple[Any, str, int]] = {}
-        releases = [m for m in state.manifests.values() if compare_versions(m.version, current) > 0]
-        for release in [*releases, manifest]:
-            if compare_versions(release.version, manifest.version) > 0:
-                continue
-            target = next(
-                (
-                    a
-                    for a in release.artifacts_for(self.config.platform, self.config.arch)
-                    if a.name == artifact.name and a.unpack is None and a.encryption is None
-                ),
-                None,
-            )
-            if target is None:
-                continue
-            for record in release.deltas:
-                if record.artifact == artifact.name and record.member is None:
-                    edge = _delta.DeltaEdge(
-                        record.from_version, release.version, record.patch.length, record.codec
-                    )
-                    edges[edge] = (record, target.sha256, target.length)
-        if not edges:
-            return False
-        optimizer = _delta.UpdateOptimizer(table=table)
-        available = _delta.AvailableUpdates({manifest.version: artifact.blob.length}, list(edges))
-        path = optimizer.calculate_update_path(current, manifest.version, available=available)
-        if not path.is_delta:
-            return False
-        source = old_dir / artifact.name
-        for step in path.steps:
-            assert isinstance(step, _delta.DeltaEdge)
-            record, out_sha, out_length = edges[step]
-            out = work / f"chain-{out_sha}"
-            if not out.exists():
-                await self._apply_one(client, record, source, out, out_sha, out_length, table, work)
-            source = out
-        await anyio.to_thread.run_sync(self.store.stage_file, source, artifact, tree)
-        return True
-
-    async def _apply_one(
-        self,
-        client: RepositoryClient,
-        record: Any,
-        source: Path,
-        out: Path,
-        output_sha256: str,
-        output_length: int,
-        table: Mapping[str, Any],
-        work: Path,
-    ) -> None:
-        if record.codec == IDENTITY_CODEC:
-            # The member ships whole (new, or no patch paid off): the blob is the output.
-            if record.patch.sha256 != output_sha256 or record.patch.length != output_length:
-                raise LengthOrHashMismatchError("identity patch does not carry the member's bytes")
-            await client.fetch_blob(record.patch, out)
-            return
-        if not source.is_file():
-            raise FileNotFoundError(source)
-        patch = work / f"patch-{record.patch.sha256}"
-        if not patch.exists():
-            await client.fetch_blob(record.patch, patch)
-        await anyio.to_thread.run_sync(
-            lambda: _delta.apply_patch(
-                source,
-                patch,
-                out,
-                source_sha256=record.source.sha256,
-                patch_sha256=record.patch.sha256,
-                patch_length=record.patch.length,
-                output_sha256=output_sha256,
-                output_length=output_length,
-                codec=record.codec,
-                table=table,
-            )
-        )
-
-    async def _rebuild_unpacked(
-        self,
-        client: RepositoryClient | None,
-        artifact: Artifact,
-        records: Mapping[str | None, Any],
-        old_dir: Path,
-        tree: Path,
-        work: Path,
-        table: Mapping[str, Any],
-    ) -> bool:
-        """Rebuild an unpacked archive's members from the installed ones plus member patches.
-
-        Unchanged members are copied from the installed tree (after re-hashing), changed ones
-        patched; a changed member without a patch means the archive must be fetched whole.
-        The members are assembled in scratch space and moved into ``tree`` only when all are
-        there, so a fallback finds ``tree`` untouched.
-        """
-        assert artifact.unpack is not None
-        scratch = work / f"unpack-{artifact.sha256}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir()
-        try:
-            for member in artifact.unpack.members:
-                target = scratch / member.path
-                if member.type == "dir":
-                    target.mkdir(parents=True, exist_ok=True)
-                    os.chmod(target, member.mode)
-                    continue
-                assert member.sha256 is not None and member.length is not None
-                target.parent.mkdir(parents=True, exist_ok=True)
-                old = old_dir / member.path
-                record = records.get(member.path)
-                unchanged = old.is_file() and not old.is_symlink()
-                if unchanged and record is None and _file_sha256(old) == member.sha256:
-                    await anyio.to_thread.run_sync(shutil.copyfile, old, target)
-                elif record is not None and client is not None:
-                    out = work / f"member-{member.sha256}"
-                    await self._apply_one(
-                        client, record, old, out, member.sha256, member.length, table, work
-                    )
-                    replace(out, target, sync=False)
-                else:
-                    log.info("%s: member %s changed without a patch", artifact.name, member.path)
-                    return False
-                os.chmod(target, member.mode)
-            for top in sorted(os.listdir(scratch)):
-                if os.path.lexists(tree / top):
-                    raise LengthOrHashMismatchError(
-                        f"{artifact.name}: {top!r} collides with staged files"
-                    )
-            for top in sorted(os.listdir(scratch)):
-                os.rename(scratch / top, tree / top)
-            return True
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
 
     async def verify_update(self, package: UpdatePackage) -> bool:
-        """Re-verify a staged package: its manifest against trust, every file against it.
+        """Check a staged package: its manifest is the trusted one, the release may install on
+        this node, and every staged file matches the signed manifest.
 
-        Returns True or raises a :class:`~blackhole_sync.errors.SecurityError`.
+        This hash pass exists for hosts that call it (the design's verifyUpdate, possibly long
+        after the download, on files that could have changed since): the manager's own update
+        path does not call it, since each file was checked as it was staged and the install
+        re-hashes the tree once more right before ``current`` moves. Returns True or raises.
         """
         state = self._trusted()
         if state.manifest_bytes(package.version) != package.manifest_bytes:
             raise SecurityError(f"staged manifest of {package.version} is not the trusted one")
+        self._check_installable(package.manifest)
         artifacts = package.manifest.artifacts_for(self.config.platform, self.config.arch)
-        problems = await anyio.to_thread.run_sync(
-            lambda: NodeStore.check_tree(package.tree, artifacts)
-        )
+        problems = await anyio.to_thread.run_sync(lambda: check_tree(package.tree, artifacts))
         if problems:
             raise LengthOrHashMismatchError(f"staged {package.version}: {problems[0]}")
         return True
+
+    def _check_installable(self, manifest: ReleaseManifest) -> None:
+        """Refuse a release this node cannot run: no artifact for its platform/arch, or
+        excluded by the release's compatibility rules (asked of the VersionManager)."""
+        platform, arch = self.config.platform, self.config.arch
+        if manifest.artifacts and not manifest.artifacts_for(platform, arch):
+            raise IncompatibleReleaseError(
+                f"release {manifest.version} has no artifact for {platform}/{arch}"
+            )
+        if not self.versions.check_compatibility(manifest.version):
+            raise IncompatibleReleaseError(
+                f"release {manifest.version} cannot be installed on "
+                f"{self.store.current_version() or 'a new node'}: its compatibility rules "
+                "exclude this node"
+            )
 
     async def apply_update(self, package: UpdatePackage) -> UpdateResult:
         """Install a verified package atomically (sandbox, migrate, switch, health, commit).
@@ -783,6 +513,9 @@ class UpdateManager:
         A failed health check rolls back and raises :class:`HealthCheckError`.
         """
         started = time.monotonic()
+        if self._trusted().manifest_bytes(package.version) != package.manifest_bytes:
+            raise SecurityError(f"staged manifest of {package.version} is not the trusted one")
+        self._check_installable(package.manifest)
         previous = self.store.current_version()
         skipped = self._skipped_releases(previous, package.version)
         self._emit("installing", package.version, method=package.method)
@@ -792,16 +525,21 @@ class UpdateManager:
             # caller is cancelled: stopping half way would leave the work to recovery.
             with anyio.CancelScope(shield=True):
                 await self.store.install(
-                    package.manifest,
-                    package.manifest_bytes,
+                    SignedManifest.from_trusted(self._trusted(), package.version),
                     package.tree,
                     platform=self.config.platform,
                     arch=self.config.arch,
-                    hooks=self._install_hooks(package.manifest),
+                    hooks=_ManagerInstallHooks(self, package.manifest),
                     method=package.method,
                     bytes_fetched=package.bytes_fetched,
                     extra_migrations=[
-                        *(m for r in skipped for m in r.migrations),
+                        *(
+                            m
+                            for m in self.versions.get_required_migrations(
+                                previous, package.version
+                            )
+                            if m not in package.manifest.migrations
+                        ),
                         *(
                             m
                             for result in self.plugins.hook.blackhole_sync_migrations(
@@ -830,7 +568,7 @@ class UpdateManager:
             package.version, previous, package.method, package.bytes_fetched, duration
         )
         self._emit("installed", package.version, result=result.to_dict())
-        if (self.node_dir / "mirror").is_dir():  # keep the edge cache (`node serve`) current
+        if self.store.layout.mirror_dir.is_dir():  # keep the edge cache (`node serve`) current
             from .mirror import export_mirror
 
             await anyio.to_thread.run_sync(export_mirror, self.node_dir)
@@ -846,79 +584,7 @@ class UpdateManager:
         1.0 -> 1.1 -> 1.2 would, and a new node starts from the network's current
         configuration. Only verified manifests count.
         """
-        state = self._trusted()
-        index = state.index
-        if index is None:
-            return []
-        out = []
-        for version in sort_versions(index.releases(self.config.channel)):
-            newer = previous is None or compare_versions(version, previous) > 0
-            if newer and compare_versions(version, target) < 0:
-                try:
-                    out.append(state.manifest(version))
-                except KeyError:
-                    continue
-        return out
-
-    def _install_hooks(self, manifest: ReleaseManifest) -> InstallHooks:
-        config = self.config
-        node_dir = self.node_dir
-
-        commands = config.commands
-        self_test = manifest.self_test or config.self_test_command()
-        health = manifest.health or config.health_command()
-
-        async def sandbox(tree: Path, data_dir: Path, _manifest: ReleaseManifest) -> None:
-            if self_test is None:
-                return
-            from .node import run_sandbox_test
-
-            await run_sandbox_test(tree, data_dir, self_test)
-
-        async def check_health(version: str, _manifest: ReleaseManifest) -> None:
-            from .node import require_healthy
-
-            checks = [
-                c
-                for result in self.plugins.hook.blackhole_sync_health_checks(node_dir=node_dir)
-                for c in result
-            ]
-            if health is None and not checks:
-                return
-            await require_healthy(
-                version,
-                node_dir=node_dir,
-                command=health,
-                checks=checks,
-                cwd=self.store.version_dir(version),
-                timeout=float(commands.health_timeout),
-                env=_command_env(node_dir, version),
-            )
-
-        async def restart(version: str) -> None:
-            handled = self.plugins.hook.blackhole_sync_restart_service(
-                node_dir=node_dir, version=version
-            )
-            if handled:
-                return
-            argv = config.restart_command()
-            if argv:
-                from .node import run_restart_command
-
-                await run_restart_command(
-                    list(argv),
-                    timeout=float(commands.health_timeout),
-                    env=_command_env(node_dir, version),
-                )
-
-        async def progress(step: str) -> None:
-            if self.metrics.sampler is not None and self.metrics.sampler.running:
-                self.metrics.sampler.sample()
-            self._emit("install-step", manifest.version, step=step)
-
-        return InstallHooks(
-            sandbox=sandbox, health=check_health, restart=restart, progress=progress
-        )
+        return [m for m in self._releases_between(previous, target) if m.version != target]
 
     async def update(self, version: str | None = None) -> UpdateResult | None:
         """Check, download, verify and apply now (an explicit request overrides the policy)."""
@@ -927,8 +593,7 @@ class UpdateManager:
             if info is None:
                 return None
             package = await self.download_update(info)
-            await self.verify_update(package)
-            result = await self.apply_update(package)
+            result = await self.apply_update(package)  # checks the tree before the switch
         except SecurityError:
             raise  # a refused update leaves the node exactly as it was, trust/ included
         except BaseException:
@@ -1007,12 +672,10 @@ class UpdateManager:
             self.policy_state().mark_notified(info.version)
         if decision.action == "download":
             package = await self.download_update(info)
-            await self.verify_update(package)
             self.policy_state().mark_downloaded(info.version)
             _discard(package)
         elif decision.action == "install":
             package = await self.download_update(info)
-            await self.verify_update(package)
             installed = await self.apply_update(package)
             if decision.notify_after_install and not info.critical:
                 await self._notify("installed", info.version)
@@ -1066,10 +729,8 @@ class UpdateManager:
             return "good"
         manifest = self.store.stored_manifest(current)
         command = manifest.health or self.config.health_command()
-        hooks = self._install_hooks(manifest)
-        assert hooks.health is not None
         try:
-            await hooks.health(current, manifest)
+            await _ManagerInstallHooks(self, manifest).health(current, manifest)
         except BlackholeSyncError as exc:
             failures = self.store.record_start_failure(current)
             self._emit("unhealthy", current, failures=failures, error=str(exc))
@@ -1098,19 +759,129 @@ class UpdateManager:
     # -- local operations ---------------------------------------------------------------------
 
     def identity_key(self) -> PrivateKey:
-        return load_private_key(self.node_dir / IDENTITY_KEY)
+        return load_private_key(self.store.layout.identity_key)
 
     async def rollback(self, version: str | None = None) -> str:
-        """Go back to ``version`` (default: the previous one); the version left is held.
+        """Go back to ``version`` (default: the RollbackManager's first choice); the version
+        left is held.
 
-        The agent does not reinstall a held version by itself; an explicit update does.
+        The target's tree is re-hashed against its signed manifest first (no cached
+        "verified" stamp): a damaged tree is refused with the node left where it is. The
+        agent does not reinstall a held version by itself; an explicit update does.
         """
         left = self.store.current_version()
-        target = await anyio.to_thread.run_sync(lambda: self.store.rollback(version))
-        if left is not None and left != target:
+        if version is None:
+            choices = self.rollbacks.get_rollback_versions()
+            if not choices:
+                raise NoSuchVersionError("no installed version to roll back to")
+            version = choices[0]
+        await self.check_installed_tree(version)
+        result = await self.rollbacks.perform_rollback(version)
+        if left is not None and left != result.version:
             self._set_held([*self.held_versions(), left])
-        self._emit("rolled-back", target)
-        return target
+        self._emit("rolled-back", result.version)
+        return result.version
+
+    async def check_installed_tree(self, version: str) -> None:
+        """Re-hash ``versions/<version>`` against its stored signed manifest; raise
+        :class:`LengthOrHashMismatchError` naming the first difference."""
+        problems = await anyio.to_thread.run_sync(self.store.verify_installed, version)
+        if problems:
+            raise LengthOrHashMismatchError(
+                f"installed tree of {version} does not match its signed manifest: {problems[0]}"
+            )
+
+
+class _ManagerInstallHooks:
+    """The manager's answers to the install transaction (:class:`InstallHooks`).
+
+    Rollback points and state restores go to the manager's RollbackManager (the host's when it
+    gave one); the self-test runs the release's (or config's) command in the sandbox and every
+    plugin self-test (``blackhole_sync_self_tests``); restart and health use the plugin hooks
+    and the configured commands.
+    """
+
+    def __init__(self, manager: UpdateManager, manifest: ReleaseManifest) -> None:
+        self.manager = manager
+        self.manifest = manifest
+
+    async def progress(self, step: str) -> None:
+        sampler = self.manager.metrics.sampler
+        if sampler is not None and sampler.running:
+            sampler.sample()
+        self.manager._emit("install-step", self.manifest.version, step=step)
+
+    async def create_rollback_point(
+        self, previous_version: str | None, version: str
+    ) -> RollbackPoint:
+        return await self.manager.rollbacks.create_rollback_point(previous_version, version)
+
+    async def restore_state(self, point: RollbackPoint) -> None:
+        await self.manager.rollbacks.restore_state(point)
+
+    async def self_test(self, tree: Path, data_dir: Path, manifest: ReleaseManifest) -> None:
+        from .node import run_sandbox_test
+
+        manager = self.manager
+        command = manifest.self_test or manager.config.self_test_command()
+        if command is not None:
+            await run_sandbox_test(tree, data_dir, command)
+        checks = [
+            check
+            for result in manager.plugins.hook.blackhole_sync_self_tests(
+                node_dir=manager.node_dir, staged=tree, version=manifest.version
+            )
+            for check in result
+        ]
+        for check in checks:
+            name = getattr(check, "name", type(check).__name__)
+            try:
+                reason = await check.check(manager.node_dir, manifest.version)
+            except Exception as exc:  # noqa: BLE001 - a plugin's failure is the release's
+                reason = f"{type(exc).__name__}: {exc}"
+            if reason is not None:
+                raise SandboxError(f"self-test {name!r} failed: {reason}")
+
+    async def restart(self, version: str) -> None:
+        manager = self.manager
+        node_dir = manager.node_dir
+        handled = manager.plugins.hook.blackhole_sync_restart_service(
+            node_dir=node_dir, version=version
+        )
+        if handled:
+            return
+        argv = manager.config.restart_command()
+        if argv:
+            from .node import run_restart_command
+
+            await run_restart_command(
+                list(argv),
+                timeout=float(manager.config.commands.health_timeout),
+                env=_command_env(manager.store, version),
+            )
+
+    async def health(self, version: str, manifest: ReleaseManifest) -> None:
+        from .node import require_healthy
+
+        manager = self.manager
+        node_dir = manager.node_dir
+        command = manifest.health or manager.config.health_command()
+        checks = [
+            c
+            for result in manager.plugins.hook.blackhole_sync_health_checks(node_dir=node_dir)
+            for c in result
+        ]
+        if command is None and not checks:
+            return
+        await require_healthy(
+            version,
+            node_dir=node_dir,
+            command=command,
+            checks=checks,
+            cwd=manager.store.version_dir(version),
+            timeout=float(manager.config.commands.health_timeout),
+            env=_command_env(manager.store, version),
+        )
 
 
 def _discard(package: UpdatePackage) -> None:
@@ -1122,11 +893,11 @@ def _file_sha256(path: Path) -> str:
     return hash_file(path)[0]
 
 
-def _command_env(node_dir: Path, version: str) -> dict[str, str]:
+def _command_env(store: NodeStore, version: str) -> dict[str, str]:
     env = dict(os.environ)
-    env["BLACKHOLE_SYNC_NODE"] = str(node_dir)
+    env["BLACKHOLE_SYNC_NODE"] = str(store.layout.root)
     env["BLACKHOLE_SYNC_VERSION"] = version
-    env["BLACKHOLE_SYNC_VERSION_DIR"] = str(node_dir / "versions" / version)
+    env["BLACKHOLE_SYNC_VERSION_DIR"] = str(store.layout.version_dir(version))
     return env
 
 
@@ -1160,8 +931,11 @@ def init_node(
             node=NodeAttributes(region=region, node_type=node_type)
         )
         config_text = config.to_toml()
-    NodeStore.create(node, root_bytes=root_bytes, config_text=config_text).close()
-    return write_key_pair(node / IDENTITY_KEY)
+    store = NodeStore.create(node, root_bytes=root_bytes, config_text=config_text)
+    try:
+        return write_key_pair(store.layout.identity_key)
+    finally:
+        store.close()
 
 
 class NodeUpdateClient:
@@ -1175,7 +949,7 @@ class NodeUpdateClient:
     def __init__(self, manager: UpdateManager) -> None:
         self.update_manager = manager
         self.version_manager = manager.versions
-        self.rollback_manager = manager.store.rollbacks
+        self.rollback_manager = manager.rollbacks
 
     def select_update(self, updates: Sequence[UpdateInfo]) -> UpdateInfo | None:
         """Highest priority first, then the highest version (the design's selectUpdate)."""

@@ -48,11 +48,10 @@ from .documents import (
     VersionInfo,
     format_time,
 )
-from .node import Decision, RollbackPoint, StateBackup, UpdatePolicy
+from .node import Decision, RollbackPoint, RollbackResult, StateBackup, UpdatePolicy
 
 __all__ = [
     "RollbackManager",
-    "RollbackResult",
     "SyncResult",
     "UpdateInfo",
     "UpdateManager",
@@ -174,15 +173,6 @@ class SyncResult:
     error: str | None = None
 
 
-@frozen
-class RollbackResult:
-    """What :meth:`RollbackManager.perform_rollback` did."""
-
-    version: str  # now current
-    previous: str | None  # current before the rollback
-    restored_point: int | None  # the rollback point whose state was restored, if any
-
-
 @runtime_checkable
 class VersionManager(Protocol):
     """Version tracking and compatibility (the design's VersionManager)."""
@@ -230,8 +220,9 @@ class RollbackManager(Protocol):
         """Back up the node's state before ``for_version`` replaces ``previous_version``."""
         ...
 
-    async def perform_rollback(self, target: str) -> RollbackResult:
-        """Make ``target`` current and restore the state saved while it was current.
+    async def perform_rollback(self, target: str | None = None) -> RollbackResult:
+        """Make ``target`` (default: the previous version) current and restore the state saved
+        while it was current.
 
         The manager has already re-checked ``target``'s tree against its signed manifest.
         """
@@ -241,8 +232,9 @@ class RollbackManager(Protocol):
         """A consistent copy of the node's state (``data/``)."""
         ...
 
-    async def restore_state(self, backup: StateBackup) -> None:
-        """Put a backup made by :meth:`backup_state` or a rollback point back in place."""
+    async def restore_state(self, backup: StateBackup | RollbackPoint) -> None:
+        """Put a backup made by :meth:`backup_state`, or the state a rollback point made by
+        :meth:`create_rollback_point` saved, back in place."""
         ...
 
     async def prune_old_rollback_points(self, keep: int) -> None:

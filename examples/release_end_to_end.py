@@ -18,7 +18,7 @@ import anyio
 
 from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.manager import UpdateManager, init_node
-from blackhole_sync.release.publisher import Repository
+from blackhole_sync.release import Repository
 
 
 async def main(work: Path) -> None:

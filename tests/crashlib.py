@@ -24,7 +24,7 @@ from typing import Any
 
 import anyio
 
-from blackhole_sync.documents.metadata import (
+from blackhole_sync.documents import (
     Artifact,
     ConfigChange,
     Envelope,
@@ -32,7 +32,13 @@ from blackhole_sync.documents.metadata import (
     ReleaseManifest,
 )
 from blackhole_sync.errors import HealthCheckError
-from blackhole_sync.node.store import InstallHooks, NodeStore
+from blackhole_sync.node import (
+    DefaultInstallHooks,
+    NodeStore,
+    RollbackPoint,
+    SignedManifest,
+    backup_data_dir,
+)
 
 RELEASED = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 HERE = Path(__file__).resolve()
@@ -100,7 +106,9 @@ async def install_release(
     **kwargs: Any,
 ) -> Any:
     tree = stage(store, manifest, files)
-    return await store.install(manifest, data, tree, **kwargs)
+    release = SignedManifest.from_bytes(data)
+    assert release.manifest == manifest
+    return await store.install(release, tree, **kwargs)
 
 
 def init_node(path: Path) -> None:
@@ -158,6 +166,48 @@ def check_node(path: Path, allowed: Sequence[str] = ("1.0.0", "2.0.0")) -> str:
         return current
 
 
+# -- hooks ------------------------------------------------------------------------------------
+
+
+class UnhealthyHooks(DefaultInstallHooks):
+    """Every health check fails."""
+
+    async def health(self, version: str, manifest: ReleaseManifest) -> None:
+        raise HealthCheckError(f"{version} is unhealthy")
+
+
+class ForeignPointHooks(DefaultInstallHooks):
+    """A host's own rollback points, kept outside the node directory (``where``).
+
+    ``backup`` points are state backups the store can read; other points hold a file of the
+    host's own format that only this object can restore.
+    """
+
+    def __init__(self, store: NodeStore, where: Path, *, backup: bool = True) -> None:
+        super().__init__(store.rollbacks)
+        self.data_dir = store.data_dir
+        self.where = where
+        self.backup = backup
+        self.restored: list[RollbackPoint] = []
+
+    async def create_rollback_point(self, previous_version: str | None, version: str) -> Any:
+        self.where.mkdir(parents=True, exist_ok=True)
+        point_id = 1000 + len(list(self.where.iterdir()))
+        path = self.where / f"host-{point_id}"
+        if self.backup:
+            size = backup_data_dir(self.data_dir, path).size
+        else:
+            path.mkdir()
+            (path / "host-format.bin").write_bytes(b"opaque")
+            size = 6
+        return RollbackPoint(point_id, previous_version, version, "now", path, size)
+
+    async def restore_state(self, point: RollbackPoint) -> None:
+        self.restored.append(point)
+        if self.backup:
+            await super().restore_state(point)
+
+
 # -- the subprocess driver --------------------------------------------------------------------
 
 
@@ -199,12 +249,13 @@ async def _drive(spec: Mapping[str, Any]) -> dict[str, Any]:
         print("READY", flush=True)
         started = time.monotonic()
         for op in spec["ops"]:
-            if op == "install-v2" or op == "install-v2-unhealthy":
-
-                async def unhealthy(version: str, manifest: ReleaseManifest) -> None:
-                    raise HealthCheckError(f"{version} is unhealthy")
-
-                hooks = InstallHooks(health=unhealthy) if op.endswith("unhealthy") else None
+            if op.startswith("install-v2"):
+                hooks: DefaultInstallHooks | None = None
+                if op == "install-v2-unhealthy":
+                    hooks = UnhealthyHooks(store.rollbacks)
+                elif op.startswith("install-v2-foreign"):
+                    where = Path(spec["points"])
+                    hooks = ForeignPointHooks(store, where, backup=op.endswith("backup"))
                 m2, b2 = v2_release(spec.get("size", 64 * 1024))
                 files = release_files("2.0.0", spec.get("size", 64 * 1024))
                 try:
@@ -219,6 +270,8 @@ async def _drive(spec: Mapping[str, Any]) -> dict[str, Any]:
                     result[op] = f"{type(exc).__name__}: {exc}"
             elif op == "rollback-keep-data":
                 result[op] = store.rollback(restore_data=False)
+            elif op == "activate-v1":
+                result[op] = store.activate("1.0.0")
             else:
                 raise ValueError(op)
         result["seconds"] = time.monotonic() - started

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from blackhole_sync.documents.metadata import (
+from blackhole_sync.documents import (
     Envelope,
     MetaFile,
     ReleaseManifest,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from blackhole_sync.documents.metadata import Command
+from blackhole_sync.documents import Command
 from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.manager import MAX_START_FAILURES, UpdateManager, init_node
 from blackhole_sync.node.store import NodeStore
-from blackhole_sync.release.publisher import Repository
+from blackhole_sync.release import Repository
 
 HEALTH = ("sh", "-c", 'test ! -e "$BLACKHOLE_SYNC_NODE/make-health-fail"')
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from blackhole_sync.codecs.archive import extract_archive
-from blackhole_sync.documents.metadata import Artifact, Member, Unpack
+from blackhole_sync.documents import Artifact, Member, Unpack
 from blackhole_sync.errors import (
     FormatError,
     LengthExceededError,

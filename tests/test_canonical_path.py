@@ -1,18 +1,28 @@
-"""Attacks written in canonical form, and the pynacl fallback of signature checks.
+"""Attacks written in canonical form, and the two backends of signature checks.
 
 Envelope parsing has a fast path for documents already in canonical form (what every writer
 here produces). Each attack below is crafted so that its bytes look canonical, to prove the
 fast path refuses exactly what the strict parser refuses.
+
+Signatures are checked by libsodium's detached verify (declared through cffi on pynacl's
+libsodium, built on first use) or, where that cannot be had, by pynacl's ``VerifyKey.verify``;
+the fallback is taken only for the specific reasons listed in ``_LibsodiumDetachedVerify.build``.
 """
 
 from __future__ import annotations
 
+import ctypes.util
 import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
 
+import cffi  # type: ignore[import-untyped]
+import nacl._sodium  # type: ignore[import-not-found]
 import pytest
 
-from blackhole_sync.documents import signing
-from blackhole_sync.documents.metadata import Envelope, canonical_bytes
+from blackhole_sync.documents import Envelope, canonical_bytes, signing
 from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.errors import FormatError
 
@@ -56,13 +66,81 @@ def test_canonical_and_spaced_forms_verify_the_same() -> None:
     assert canonical.signed == spaced.signed
 
 
-def test_signature_checks_fall_back_to_pynacl_and_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def fresh_backend() -> Iterator[None]:
+    """Build the signature backend anew in the test, and again after it."""
+    build = signing._detached_verify  # the real one, even if a test replaces it
+    build.cache_clear()
+    yield
+    build.cache_clear()
+
+
+def check_signatures() -> tuple[bool, bool, bool]:
     key = PrivateKey.generate()
     message = b"release manifest bytes"
     good = bytes.fromhex(key.sign(message).sig)
     bad = bytes([good[0] ^ 1]) + good[1:]
-    fast = (key.public_key.verify(message, good), key.public_key.verify(message, bad))
-    monkeypatch.setattr(signing, "_VERIFY_DETACHED", None)
-    slow = (key.public_key.verify(message, good), key.public_key.verify(message, bad))
-    assert fast == slow == (True, False)
-    assert not key.public_key.verify(message + b"!", good)
+    public = key.public_key
+    return public.verify(message, good), public.verify(message, bad), public.verify(b"x", good)
+
+
+def test_signature_checks_fall_back_to_pynacl_and_agree(
+    monkeypatch: pytest.MonkeyPatch, fresh_backend: None
+) -> None:
+    fast = check_signatures()
+    assert signing._detached_verify() is not None
+    monkeypatch.setattr(signing, "_detached_verify", lambda: None)
+    assert signing.verify_backend() == "pynacl VerifyKey.verify"
+    slow = check_signatures()
+    assert fast == slow == (True, False, False)
+
+
+def test_signature_backend_is_built_on_first_use_not_at_import() -> None:
+    code = (
+        "import sys, blackhole_sync\n"
+        "from blackhole_sync.documents import PrivateKey, signing\n"
+        "assert signing._detached_verify.cache_info().currsize == 0\n"
+        "assert 'cffi' not in sys.modules\n"
+        "key = PrivateKey.generate()\n"
+        "assert key.public_key.verify(b'm', bytes.fromhex(key.sign(b'm').sig))\n"
+        "assert signing._detached_verify.cache_info().currsize == 1\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_without_pynacls_private_module_signatures_are_checked_by_pynacl(
+    monkeypatch: pytest.MonkeyPatch, fresh_backend: None
+) -> None:
+    monkeypatch.setitem(sys.modules, "nacl._sodium", None)  # import raises ImportError
+    assert signing._detached_verify() is None
+    assert check_signatures() == (True, False, False)
+
+
+def test_a_library_without_the_symbol_means_pynacl(
+    monkeypatch: pytest.MonkeyPatch, fresh_backend: None
+) -> None:
+    libc = ctypes.util.find_library("c")
+    if libc is None:
+        pytest.skip("no C library to open")
+    monkeypatch.setattr(nacl._sodium, "__file__", libc)  # opens, but has no such symbol
+    assert signing._detached_verify() is None
+    assert check_signatures() == (True, False, False)
+
+
+def test_a_failed_self_test_means_pynacl(
+    monkeypatch: pytest.MonkeyPatch, fresh_backend: None
+) -> None:
+    monkeypatch.setattr(signing._LibsodiumDetachedVerify, "_passes_self_test", lambda self: False)
+    assert signing._detached_verify() is None
+    assert check_signatures() == (True, False, False)
+
+
+def test_an_unexpected_error_while_building_the_backend_is_not_swallowed(
+    monkeypatch: pytest.MonkeyPatch, fresh_backend: None
+) -> None:
+    def broken(self: Any, name: Any) -> Any:
+        raise RuntimeError("unexpected")
+
+    monkeypatch.setattr(cffi.FFI, "dlopen", broken)
+    with pytest.raises(RuntimeError, match="unexpected"):
+        check_signatures()

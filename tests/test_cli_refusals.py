@@ -30,7 +30,7 @@ from cli_helpers import (
     write_artifact,
 )
 
-from blackhole_sync.documents.metadata import Envelope
+from blackhole_sync.documents import Envelope
 from blackhole_sync.documents.signing import PrivateKey, load_private_key
 
 
@@ -194,7 +194,7 @@ def test_index_expired_while_installed_is_refused_then_repo_refresh_heals(
     world: dict[str, Any], tmp_path: Path
 ) -> None:
     """Crafted with the Python API: the index key re-signs with an expiry in the past."""
-    from blackhole_sync.release.publisher import Repository
+    from blackhole_sync.release import Repository
 
     repo = _copy_repo(world, tmp_path)
     keys: Keys = world["keys"]

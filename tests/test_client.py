@@ -20,7 +20,7 @@ from blackhole_sync.fetch.transport import (
     Sink,
     TransportSpec,
 )
-from blackhole_sync.release.publisher import Repository
+from blackhole_sync.release import Repository
 
 
 class DripTransport(BaseTransport):

@@ -12,10 +12,12 @@ import pytest
 from blackhole_sync.errors import ConfigurationError
 from blackhole_sync.node.config import (
     CONFIG_FILE,
+    NodeAttributes,
     NodeConfig,
     default_config_text,
     dumps_toml,
     load_config,
+    read_node_attributes,
     write_config,
 )
 from blackhole_sync.node.policy import (
@@ -200,6 +202,38 @@ def test_load_and_atomic_write(tmp_path: Path) -> None:
     assert load_config(tmp_path) == updated
     assert load_config(tmp_path).policy == policy
     assert sorted(p.name for p in tmp_path.iterdir()) == [CONFIG_FILE]  # no temporary left
+
+
+def test_rewriting_keeps_the_operators_comments(tmp_path: Path) -> None:
+    text = default_config_text(sources=SOURCES, channel="stable")
+    text = text.replace("[node]\n", "[node]\n# rack 4, left side\n")
+    write_config(tmp_path, text)
+    cfg = load_config(tmp_path)
+    updated = cfg.with_policy(UpdatePolicy(mode="manual")).with_updates(channel="beta")
+    write_config(tmp_path, updated)
+    after = (tmp_path / CONFIG_FILE).read_text()
+    assert load_config(tmp_path) == updated
+    assert "# rack 4, left side" in after
+    kept = [line for line in text.splitlines() if line.startswith("#")]
+    assert kept and all(line in after for line in kept)
+    assert 'mode = "manual"' in after and 'channel = "beta"' in after
+    # a file tomlkit cannot edit into an equal configuration is written fresh
+    (tmp_path / CONFIG_FILE).write_text('sources = ["a"]\n')
+    write_config(tmp_path, updated)
+    assert load_config(tmp_path) == updated
+
+
+def test_node_attributes_are_read_by_the_same_reader(tmp_path: Path) -> None:
+    path = tmp_path / CONFIG_FILE
+    assert read_node_attributes(path) == NodeAttributes()
+    path.write_text('[node]\nregion = "eu"\nnode_type = "edge"\n')
+    assert read_node_attributes(path) == NodeAttributes("eu", "edge")
+    path.write_text("[node]\nregion = 5\n")
+    with pytest.raises(ConfigurationError, match=r"node\.region"):
+        read_node_attributes(path)
+    path.write_bytes(b"[node\n")
+    with pytest.raises(ConfigurationError, match="not valid TOML"):
+        read_node_attributes(path)
 
 
 def test_write_refuses_text_that_does_not_parse(tmp_path: Path) -> None:

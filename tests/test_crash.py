@@ -107,3 +107,45 @@ def test_random_kill_soak(base_node: Path, tmp_path: Path) -> None:
     """At least 100 kills at random instants (nox -s soak)."""
     outcomes = _random_kills(base_node, tmp_path, 120, seed=random.randrange(2**32))
     assert sum(outcomes.values()) == 120
+
+
+def test_kill_with_a_host_rollback_point_is_undone_from_it(base_node: Path, tmp_path: Path) -> None:
+    """A host's RollbackManager made the point (a state backup outside the node): recovery,
+    which has no hooks, restores ``data/`` from the journaled path."""
+    node = copy_node(base_node, tmp_path / "node")
+    spec = {"node": str(node), "ops": ["install-v2-foreign-backup"], "points": str(tmp_path / "p")}
+    proc = run_driver(spec, crash_at="migrate.swapped")
+    assert proc.returncode == KILLED, (proc.stdout, proc.stderr)
+    assert check_node(node) == "1.0.0"
+    assert (tmp_path / "p").is_dir()  # the host's point is the host's: never removed
+
+
+def test_kill_with_an_opaque_host_point_says_the_data_is_left_to_the_host(
+    base_node: Path, tmp_path: Path
+) -> None:
+    """The documented limitation: a host point the store cannot read is reported, not guessed."""
+    node = copy_node(base_node, tmp_path / "node")
+    spec = {"node": str(node), "ops": ["install-v2-foreign-opaque"], "points": str(tmp_path / "p")}
+    proc = run_driver(spec, crash_at="migrate.swapped")
+    assert proc.returncode == KILLED, (proc.stdout, proc.stderr)
+    with NodeStore.open(node) as store:
+        assert store.current_version() == "1.0.0"
+        assert store.verify_installed() == [] and store.active_operation() is None
+        last = store.history()[-1]
+        assert last["action"] == "failed" and "not restored" in last["error"]
+
+
+@pytest.mark.parametrize("point", ["rollback.begin", "rollback.switch_prepared"])
+def test_kill_during_activation_is_finished(point: str, base_node: Path, tmp_path: Path) -> None:
+    node = copy_node(base_node, tmp_path / "node")
+    proc = run_driver({"node": str(node), "ops": ["install-v2", "activate-v1"]}, crash_at=point)
+    assert proc.returncode == KILLED, (proc.stdout, proc.stderr)
+    with NodeStore.open(node) as store:
+        assert store.current_version() == "1.0.0"
+        assert store.verify_installed() == [] and store.verify_installed("2.0.0") == []
+        last = store.history()[-1]
+        assert (last["action"], last["from_version"], last["to_version"]) == (
+            "activate",
+            "2.0.0",
+            "1.0.0",
+        )

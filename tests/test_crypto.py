@@ -17,7 +17,7 @@ from blackhole_sync.codecs.crypto import (
     decrypt_stream,
     encrypt_file,
 )
-from blackhole_sync.documents.metadata import Artifact, Encryption, MetaFile
+from blackhole_sync.documents import Artifact, Encryption, MetaFile
 from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.errors import (
     DecryptionError,

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import bsdiff4
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from blackhole_sync.codecs import delta as D
 from blackhole_sync.errors import (

@@ -9,12 +9,12 @@ import anyio
 import pytest
 
 from blackhole_sync.distribution import P2PUpdateDistribution, UpdateDistribution
-from blackhole_sync.documents.metadata import Envelope, Index
+from blackhole_sync.documents import Envelope, Index
 from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.errors import NoSuchVersionError
 from blackhole_sync.fetch import LocalTransport, Verdict
 from blackhole_sync.manager import UpdateManager, init_node
-from blackhole_sync.release.publisher import Repository
+from blackhole_sync.release import Repository
 from blackhole_sync.testing import MemoryHub, MemoryTransport
 
 PAYLOAD = b"blackhole node build " * 3000

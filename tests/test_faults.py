@@ -21,6 +21,7 @@ import pytest
 from crashlib import check_node, copy_node, init_node, run_driver, v2_release
 
 from blackhole_sync.errors import InstallError, InsufficientSpaceError
+from blackhole_sync.node import SignedManifest
 from blackhole_sync.node.store import NodeStore
 
 IS_ROOT = os.geteuid() == 0
@@ -194,7 +195,7 @@ def test_real_enospc_while_extracting_into_staging(tmp_path: Path) -> None:
     import io
     import tarfile
 
-    from blackhole_sync.documents.metadata import Artifact, Member, Unpack
+    from blackhole_sync.documents import Artifact, Member, Unpack
 
     big = bytes(12 * 1024 * 1024)
     buf = io.BytesIO()
@@ -242,7 +243,7 @@ def test_full_disk_refuses_install_before_starting(base_node: Path, tmp_path: Pa
             with open(ballast, "wb") as f:
                 f.write(bytes(max(0, free - 256 * 1024)))
             with pytest.raises(InsufficientSpaceError):
-                anyio.run(store.install, m2, b2, tree)
+                anyio.run(store.install, SignedManifest.from_bytes(b2), tree)
             assert store.current_version() == "1.0.0"
             assert store.active_operation() is None
         ballast.unlink()

@@ -10,20 +10,23 @@ import anyio
 import psutil
 import pytest
 
-from blackhole_sync.documents.metadata import Command
+from blackhole_sync.documents import Command
 from blackhole_sync.errors import HealthCheckError, InstallError
-from blackhole_sync.fetch.plugins import make_plugin_manager
 from blackhole_sync.fetch.hookspecs import hookimpl
-from blackhole_sync.node.health import (
+from blackhole_sync.fetch.plugins import make_plugin_manager
+from blackhole_sync.node import NodeStore, StateDB
+from blackhole_sync.node.commands import (
     OUTPUT_LIMIT,
+    restart_service,
+    run_command_check,
+    run_restart_command,
+)
+from blackhole_sync.node.health import (
     CrashLoopGuard,
     HealthMetrics,
     UpdateHealthMonitor,
     require_healthy,
-    restart_service,
-    run_command_check,
     run_health_checks,
-    run_restart_command,
 )
 
 pytestmark = pytest.mark.anyio
@@ -325,14 +328,29 @@ async def test_status_regression_and_baseline_round_trip(tmp_path: Path) -> None
 
 
 def test_version_failing_on_start_three_times_is_abandoned(tmp_path: Path) -> None:
-    guard = CrashLoopGuard(tmp_path / "starts.json", max_failures=3)
-    assert not guard.record_start_failure("2.0.0")
-    assert not guard.record_start_failure("2.0.0")
-    assert guard.record_start_failure("2.0.0") and guard.is_abandoned("2.0.0")
-    guard.record_healthy("2.0.0")
-    assert guard.failures("2.0.0") == 0
-    (tmp_path / "starts.json").write_bytes(b"{torn")
-    assert guard.failures("2.0.0") == 0
+    StateDB.initialise(tmp_path / "state.db")
+    state = StateDB.open(tmp_path / "state.db")
+    try:
+        guard = CrashLoopGuard(state, max_failures=3)
+        assert not guard.record_start_failure("2.0.0")
+        assert not guard.record_start_failure("2.0.0")
+        assert guard.record_start_failure("2.0.0") and guard.is_abandoned("2.0.0")
+        guard.record_healthy("2.0.0")
+        assert guard.failures("2.0.0") == 0 and not guard.is_abandoned("2.0.0")
+    finally:
+        state.close()
+
+
+def test_the_guard_and_the_store_count_the_same_failures(tmp_path: Path) -> None:
+    with NodeStore.create(tmp_path / "node", root_bytes=b"{}", config_text="") as store:
+        guard = CrashLoopGuard(store.state, max_failures=2)
+        assert store.record_start_failure("2.0.0") == 1
+        assert guard.failures("2.0.0") == 1
+        assert guard.record_start_failure("2.0.0")  # the second failure, whoever counts it
+        store.mark_good("2.0.0")
+        assert guard.failures("2.0.0") == 0
+    with pytest.raises(ValueError):
+        CrashLoopGuard(store.state, max_failures=0)
 
 
 async def test_restart_command_leaves_the_service_running(tmp_path: Path) -> None:

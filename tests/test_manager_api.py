@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
-from blackhole_sync.documents.metadata import Envelope, NodeStatusDoc
+from blackhole_sync.documents import Envelope, NodeStatusDoc
 from blackhole_sync.documents.signing import PrivateKey, PublicKey
 from blackhole_sync.errors import LengthOrHashMismatchError, SecurityError
-from blackhole_sync.fetch.plugins import make_plugin_manager
 from blackhole_sync.fetch.hookspecs import hookimpl
+from blackhole_sync.fetch.plugins import make_plugin_manager
 from blackhole_sync.manager import UpdateManager, init_node
 from blackhole_sync.node.config import NodeConfig
 from blackhole_sync.node.policy import ManualUpdatePolicy, UpdatePolicy
-from blackhole_sync.release.publisher import Repository
+from blackhole_sync.release import Repository
 
 SIZE = 400_000
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from repo_sim import REF, RepoSim, artifact, sign_bytes
 
-from blackhole_sync.documents import metadata
-from blackhole_sync.documents.metadata import (
+import blackhole_sync.documents as documents
+from blackhole_sync.documents import (
     MAX_INT,
     MAX_SIZES,
     Envelope,
@@ -19,6 +21,7 @@ from blackhole_sync.documents.metadata import (
     MetaFile,
     ReleaseManifest,
     Root,
+    canonical,
     canonical_bytes,
     check_safe_name,
     check_safe_path,
@@ -130,7 +133,7 @@ def test_size_cap_applies_before_parsing(monkeypatch: pytest.MonkeyPatch) -> Non
     def boom(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("parsed a document over the cap")
 
-    monkeypatch.setattr(metadata.json, "loads", boom)
+    monkeypatch.setattr(canonical.json, "loads", boom)
     with pytest.raises(FormatError, match="cap"):
         strict_loads(b"{" + b" " * 100 + b"}", max_size=100)
     oversized = b" " * (MAX_SIZES["root"] + 1)
@@ -577,8 +580,29 @@ def test_unknown_null_fields_kept_so_canonical_bytes_round_trip(sim: RepoSim) ->
     assert canonical_bytes(manifest.to_dict()) == canonical_bytes(signed)
 
 
-@pytest.mark.parametrize("value", ["\uff12\uff10\uff13\uff10-01-01T00:00:00Z", "2030-01-01T00:00:0\u0663Z"])
+@pytest.mark.parametrize(
+    "value", ["\uff12\uff10\uff13\uff10-01-01T00:00:00Z", "2030-01-01T00:00:0\u0663Z"]
+)
 def test_non_ascii_digits_in_time_refused(value: str) -> None:
     """Regression: ``\\d`` and ``strptime`` accepted other scripts' digits."""
     with pytest.raises(FormatError):
         parse_time(value)
+
+
+# -- the package does no I/O ----------------------------------------------------------------------
+
+
+def test_documents_package_does_no_io() -> None:
+    """Documents are parsed, verified and built from bytes in memory; reading and writing them
+    is the caller's job. (Key files are the one exception left, in ``signing``, until they move
+    out in a later issue.)"""
+    io = re.compile(r"\bopen\(|\bimport (os|pathlib|socket|subprocess|shutil)\b|\bPath\(|\bos\.")
+    package = Path(documents.__file__).parent
+    strays = [
+        f"{path.name}:{n}"
+        for path in sorted(package.glob("*.py"))
+        if path.name != "signing.py"
+        for n, line in enumerate(path.read_text().splitlines(), 1)
+        if io.search(line)
+    ]
+    assert not strays, f"I/O in the documents package: {strays}"

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from crashlib import M1, M2, check_node, copy_node, init_node, run_driver, schema_of
 
-from blackhole_sync.documents.metadata import ConfigChange, Migration
+from blackhole_sync.documents import ConfigChange, Migration
 from blackhole_sync.errors import MigrationError
 from blackhole_sync.node.migrations import (
     SchemaMigrator,

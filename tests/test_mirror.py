@@ -12,7 +12,7 @@ from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.errors import LengthOrHashMismatchError
 from blackhole_sync.manager import UpdateManager, init_node
 from blackhole_sync.mirror import export_mirror
-from blackhole_sync.release.publisher import Repository
+from blackhole_sync.release import Repository
 
 
 def make_node(path: Path, root: Path, sources: list[str]) -> Path:

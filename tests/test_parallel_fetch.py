@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 
-from blackhole_sync.documents.metadata import MetaFile
+from blackhole_sync.documents import MetaFile
 from blackhole_sync.errors import LengthOrHashMismatchError
 from blackhole_sync.fetch.client import ClientLimits, RepositoryClient, TransportPool
 from blackhole_sync.fetch.local import LocalTransport

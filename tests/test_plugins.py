@@ -13,11 +13,11 @@ from pathlib import Path
 import pluggy
 import pytest
 
-from blackhole_sync.fetch import hookspecs
 from blackhole_sync.errors import PluginLoadError
+from blackhole_sync.fetch import hookspecs
+from blackhole_sync.fetch.hookspecs import HOOK_NAMES, Hooks, hookimpl
 from blackhole_sync.fetch.local import LOCAL_TRANSPORT_SPEC
 from blackhole_sync.fetch.plugins import DEFAULT_PLUGINS, PluginHost, make_plugin_manager
-from blackhole_sync.fetch.hookspecs import HOOK_NAMES, Hooks, hookimpl
 
 GOOD = """
 from blackhole_sync.fetch.hookspecs import hookimpl

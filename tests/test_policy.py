@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from attrs import frozen
 
-from blackhole_sync.documents.metadata import ReleaseManifest
+from blackhole_sync.documents import ReleaseManifest
 from blackhole_sync.errors import ConflictError, FormatError
 from blackhole_sync.node.policy import (
     AutomaticUpdatePolicy,

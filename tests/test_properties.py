@@ -8,10 +8,9 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-from blackhole_sync.documents.metadata import (
+from blackhole_sync.documents import (
     MAX_INT,
     UPDATE_TYPES,
     Envelope,

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from blackhole_sync.codecs.crypto import decrypt_file
-from blackhole_sync.documents.metadata import Command, Envelope, ReleaseManifest
+from blackhole_sync.documents import Command, Envelope, ReleaseManifest
 from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.documents.trust import TrustedState
 from blackhole_sync.errors import (
@@ -32,7 +32,7 @@ from blackhole_sync.errors import (
     SignatureError,
     UnsafePathError,
 )
-from blackhole_sync.release.publisher import Repository, UpdateServer
+from blackhole_sync.release import Repository, UpdateServer
 
 NOW = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
 
@@ -629,7 +629,8 @@ async def test_update_server_async_build_and_publish(
             self.published.append(sha256)
             return []
 
-        async def announce(self, payload: bytes) -> None:
+        async def announce(self, kind: str, payload: bytes) -> None:
+            assert kind == "index"
             self.announced.append(payload)
 
     transport = Recorder()

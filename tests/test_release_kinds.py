@@ -18,14 +18,14 @@ from pathlib import Path
 import anyio
 import pytest
 
-from blackhole_sync.documents.metadata import Command, ConfigChange, Migration, SchemaInfo
+from blackhole_sync.documents import Command, ConfigChange, Migration, SchemaInfo
 from blackhole_sync.documents.signing import PrivateKey, load_private_key
 from blackhole_sync.errors import DecryptionError, HealthCheckError
-from blackhole_sync.fetch.plugins import make_plugin_manager
 from blackhole_sync.fetch.hookspecs import hookimpl
+from blackhole_sync.fetch.plugins import make_plugin_manager
 from blackhole_sync.manager import UpdateManager, init_node
 from blackhole_sync.node.store import NodeStore
-from blackhole_sync.release.publisher import Repository
+from blackhole_sync.release import Repository
 
 
 class Setup:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from blackhole_sync.documents.metadata import Command
+from blackhole_sync.documents import Command
 from blackhole_sync.errors import SandboxError
 from blackhole_sync.node.sandbox import UpdateSandbox, run_sandbox_test
 

@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
 
 import pytest
 from crashlib import (
+    ForeignPointHooks,
     install_release,
     make_release,
     release_files,
+    schema_of,
     stage,
     v1_release,
     v2_release,
 )
 
-from blackhole_sync.documents.metadata import ReleaseManifest
+from blackhole_sync.documents import ReleaseManifest
 from blackhole_sync.errors import (
+    FormatError,
     HealthCheckError,
+    InstallError,
     InsufficientSpaceError,
     LengthOrHashMismatchError,
     NodeLockedError,
@@ -26,7 +31,14 @@ from blackhole_sync.errors import (
     SandboxError,
     UnsafePathError,
 )
-from blackhole_sync.node.store import InstallHooks, NodeStore
+from blackhole_sync.node import (
+    DefaultInstallHooks,
+    InstallHooks,
+    NodeLayout,
+    SignedManifest,
+    TrustStore,
+)
+from blackhole_sync.node.store import NodeStore
 
 pytestmark = pytest.mark.anyio
 
@@ -75,7 +87,7 @@ async def test_install_switch_and_verify(store: NodeStore) -> None:
     assert [i.version for i in store.installed_versions()] == ["1.0.0", "2.0.0"]
     assert stat.S_IMODE(os.stat(store.version_dir("2.0.0") / "app").st_mode) == 0o755
     assert store.verify_installed() == [] and store.verify_installed("1.0.0") == []
-    assert (store.trust_dir / "manifests" / "2.0.0.json").exists()
+    assert store.layout.trust_manifest("2.0.0").read_bytes() == v2_release()[1]
     again = await install_v2(store)
     assert not again.changed  # type: ignore[attr-defined]
 
@@ -98,7 +110,7 @@ async def test_staged_tree_with_wrong_bytes_is_refused(store: NodeStore) -> None
     (tree / "lib.bin").write_bytes(b"Y" * len(files["lib.bin"]))
     (tree / "lib.bin").chmod(0o755)
     with pytest.raises(LengthOrHashMismatchError):
-        await store.install(m, b, tree)
+        await store.install(SignedManifest.from_bytes(b), tree)
     assert store.current_version() is None and store.installed_versions() == []
 
 
@@ -107,14 +119,14 @@ async def test_extra_file_in_the_staged_tree_is_refused(store: NodeStore) -> Non
     tree = stage(store, m, release_files("1.0.0"))
     (tree / "backdoor").write_bytes(b"x")
     with pytest.raises(LengthOrHashMismatchError, match="backdoor"):
-        await store.install(m, b, tree)
+        await store.install(SignedManifest.from_bytes(b), tree)
 
 
 async def test_tree_outside_staging_is_refused(store: NodeStore, tmp_path: Path) -> None:
-    m, b = v1_release()
+    _m, b = v1_release()
     (tmp_path / "elsewhere").mkdir()
     with pytest.raises(UnsafePathError):
-        await store.install(m, b, tmp_path / "elsewhere")
+        await store.install(SignedManifest.from_bytes(b), tmp_path / "elsewhere")
 
 
 async def test_stage_file_applies_manifest_mode_and_length(store: NodeStore) -> None:
@@ -134,19 +146,20 @@ async def test_insufficient_space_is_refused_before_anything(tmp_path: Path) -> 
         m, b = v1_release()
         tree = stage(s, m, release_files("1.0.0"))
         with pytest.raises(InsufficientSpaceError):
-            await s.install(m, b, tree)
+            await s.install(SignedManifest.from_bytes(b), tree)
         assert s.history() == []
 
 
 async def test_failing_sandbox_stops_before_the_switch(store: NodeStore) -> None:
     await install_v1(store)
 
-    async def sandbox(tree: Path, data: Path, manifest: ReleaseManifest) -> None:
-        assert (tree / "app").exists()
-        raise SandboxError("self-test failed")
+    class FailingSelfTest(DefaultInstallHooks):
+        async def self_test(self, tree: Path, data: Path, manifest: ReleaseManifest) -> None:
+            assert (tree / "app").exists()
+            raise SandboxError("self-test failed")
 
     with pytest.raises(SandboxError):
-        await install_v2(store, hooks=InstallHooks(sandbox=sandbox))
+        await install_v2(store, hooks=FailingSelfTest(store.rollbacks))
     assert store.current_version() == "1.0.0"
     assert store.is_bad("2.0.0")
     assert not store.version_dir("2.0.0").exists()
@@ -158,21 +171,21 @@ async def test_failing_health_check_rolls_back_and_marks_bad(store: NodeStore) -
     steps: list[str] = []
     restarted: list[str] = []
 
-    async def progress(step: str) -> None:
-        steps.append(step)
+    class Hooks(DefaultInstallHooks):
+        async def progress(self, step: str) -> None:
+            steps.append(step)
 
-    async def restart(version: str) -> None:
-        restarted.append(version)
+        async def restart(self, version: str) -> None:
+            restarted.append(version)
 
-    async def health(version: str, manifest: ReleaseManifest) -> None:
-        raise HealthCheckError("port closed")
+        async def health(self, version: str, manifest: ReleaseManifest) -> None:
+            raise HealthCheckError("port closed")
 
-    hooks = InstallHooks(health=health, restart=restart, progress=progress)
     with pytest.raises(HealthCheckError):
-        await install_v2(store, hooks=hooks)
+        await install_v2(store, hooks=Hooks(store.rollbacks))
     assert store.current_version() == "1.0.0"
     assert restarted == ["2.0.0"]
-    assert steps[:2] == ["verify", "migrate"] and "health" in steps
+    assert steps == ["verify", "backup", "sandbox", "migrate", "switch", "restart", "health"]
     assert store.is_bad("2.0.0") and store.bad_reason("2.0.0") == "port closed"
     last = store.history()[-1]
     assert (last["action"], last["from_version"], last["to_version"]) == (
@@ -248,3 +261,156 @@ async def test_state_survives_reopen(store: NodeStore) -> None:
         assert again.current_version() == "1.0.0"
         assert again.get_meta("k") == "v"
         assert [h["action"] for h in again.history()] == ["install"]
+
+
+# -- the layout, the trust store, the state database ----------------------------------------
+
+
+def test_layout_owns_every_path_and_refuses_escapes(tmp_path: Path) -> None:
+    layout = NodeLayout(tmp_path)
+    digest = "ab" * 32
+    assert layout.current == tmp_path / "current"
+    assert layout.version_dir("1.2.3") == tmp_path / "versions" / "1.2.3"
+    assert layout.trust_root == tmp_path / "trust" / "root.json"
+    assert layout.trust_root_version(3) == tmp_path / "trust" / "3.root.json"
+    assert layout.trust_index == tmp_path / "trust" / "index.json"
+    assert layout.trust_manifest("1.2.3") == tmp_path / "trust" / "manifests" / "1.2.3.json"
+    assert layout.staging_dir == tmp_path / "staging"
+    assert layout.partial(digest) == tmp_path / "partial" / digest
+    assert layout.blob(digest) == tmp_path / "blobs" / digest
+    assert (layout.bittorrent_dir, layout.ipfs_dir, layout.gossip_dir) == (
+        tmp_path / "bittorrent",
+        tmp_path / "ipfs",
+        tmp_path / "gossip",
+    )
+    assert layout.state_db == tmp_path / "state.db"
+    assert layout.rollback_point(7) == tmp_path / "rollback" / "7"
+    assert layout.data_dir == tmp_path / "data"
+    assert layout.config == tmp_path / "config.toml"
+    assert layout.identity_key == tmp_path / "identity.key"
+    assert layout.mirror_dir == tmp_path / "mirror"
+    for bad in ("../1.0.0", "1.0", "1.0.0/x"):
+        with pytest.raises(FormatError):
+            layout.version_dir(bad)
+    for bad_digest in ("../" + digest[3:], digest.upper(), "ab"):
+        with pytest.raises(FormatError):
+            layout.blob(bad_digest)
+    with pytest.raises(UnsafePathError):
+        layout.rollback_point("../x")
+    with pytest.raises(FormatError):
+        layout.trust_root_version(0)
+
+
+def test_trust_store_keeps_received_bytes_atomically(store: NodeStore) -> None:
+    trust = TrustStore(store.layout)
+    assert trust.root_bytes() == b'{"r":1}' and trust.root_versions() == []
+    trust.save_root(b"ROOT2", 2)
+    assert trust.root_bytes() == b"ROOT2" and trust.root_version_bytes(2) == b"ROOT2"
+    assert trust.root_versions() == [2]
+    assert trust.index_bytes() is None
+    trust.save_index(b"INDEX")
+    assert trust.index_bytes() == b"INDEX"
+    _m, b = v1_release()
+    assert trust.manifest_bytes("1.0.0") is None
+    trust.save_manifest("1.0.0", b)
+    assert trust.manifest_versions() == ["1.0.0"]
+    assert trust.manifest("1.0.0") == SignedManifest.from_bytes(b)
+    trust.remove_manifest("1.0.0")
+    with pytest.raises(NoSuchVersionError):
+        trust.manifest("1.0.0")
+    store.layout.trust_index.write_bytes(b" " * (16 * 1024 * 1024 + 1))
+    with pytest.raises(FormatError, match="over"):
+        trust.index_bytes()
+    leftovers = [p.name for p in store.layout.trust_dir.iterdir() if p.name.startswith(".")]
+    assert leftovers == []
+
+
+def test_signed_manifest_pairs_the_model_with_its_bytes() -> None:
+    m, b = v1_release()
+    release = SignedManifest.from_bytes(b)
+    assert release.manifest == m and release.raw == b and release.version == "1.0.0"
+    bare = SignedManifest.from_bytes(json.dumps(m.to_dict()).encode())
+    assert bare.manifest == m
+
+
+def test_an_old_state_database_is_brought_up_to_date(store: NodeStore) -> None:
+    store.state.conn.execute("ALTER TABLE journal DROP COLUMN rollback_path")
+    store.state.conn.execute("ALTER TABLE journal DROP COLUMN rollback_own")
+    store.state.conn.execute("PRAGMA user_version = 1")
+    store.close()
+    with NodeStore.open(store.path) as again:
+        columns = {r[1] for r in again.state.conn.execute("PRAGMA table_info(journal)")}
+        assert {"rollback_path", "rollback_own"} <= columns
+        assert again.state.conn.execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+# -- hash passes ------------------------------------------------------------------------------
+
+
+async def test_an_install_hashes_each_file_once(
+    store: NodeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from blackhole_sync.node import tree as tree_module
+
+    hashed: list[str] = []
+    real = tree_module.hash_file
+
+    def counting(path: Path, *, fsync: bool = False) -> tuple[str, int]:
+        hashed.append(path.name)
+        return real(path, fsync=fsync)
+
+    monkeypatch.setattr(tree_module, "hash_file", counting)
+    await install_v1(store)
+    assert sorted(hashed) == ["app", "lib.bin"]
+    hashed.clear()
+    await install_v2(store)
+    store.rollback()
+    await install_v2(store)  # 2.0.0 is installed: its tree is checked, the staged copy is not
+    assert sorted(hashed) == ["app", "app", "lib.bin", "lib.bin"]
+    hashed.clear()
+    await install_v2(store)  # already current: nothing moves, nothing is hashed
+    assert hashed == []
+
+
+# -- hooks and rollback points ----------------------------------------------------------------
+
+
+async def test_a_host_rollback_point_is_journaled_and_restored_through_the_hooks(
+    store: NodeStore, tmp_path: Path
+) -> None:
+    await install_v1(store)
+    own_points = store.rollbacks.rollback_points()
+
+    class Failing(ForeignPointHooks):
+        async def health(self, version: str, manifest: ReleaseManifest) -> None:
+            raise HealthCheckError("down")
+
+    hooks = Failing(store, tmp_path / "host-points")
+    assert isinstance(hooks, InstallHooks)
+    with pytest.raises(HealthCheckError):
+        await install_v2(store, hooks=hooks)
+    assert [p.path.parent for p in hooks.restored] == [tmp_path / "host-points"]
+    assert store.rollbacks.rollback_points() == own_points  # the store made no point
+    row = store.state.journal(store.state.conn.execute("SELECT max(id) FROM journal").fetchone()[0])
+    assert (row["rollback_path"], row["rollback_own"]) == (str(hooks.restored[0].path), 0)
+    assert schema_of(store.data_dir / "node.db") == (1, {"t1"})
+    assert store.current_version() == "1.0.0" and store.is_bad("2.0.0")
+
+
+async def test_a_failure_after_the_data_swap_restores_through_the_hooks(
+    store: NodeStore, tmp_path: Path
+) -> None:
+    await install_v1(store)
+
+    class BrokenSwitch(ForeignPointHooks):
+        async def progress(self, step: str) -> None:
+            if step == "switch":
+                raise OSError("disk on fire")
+
+    hooks = BrokenSwitch(store, tmp_path / "host-points")
+    with pytest.raises(InstallError, match="disk on fire"):
+        await install_v2(store, hooks=hooks)
+    assert len(hooks.restored) == 1
+    assert schema_of(store.data_dir / "node.db") == (1, {"t1"})
+    assert store.current_version() == "1.0.0" and store.active_operation() is None
+    assert store.history()[-1]["action"] == "failed"

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import pytest
 from repo_sim import REF, RepoSim, envelope_bytes, sign_bytes
 
-from blackhole_sync.documents.metadata import Envelope, MetaFile, canonical_bytes
+from blackhole_sync.documents import (
+    Envelope,
+    Index,
+    MetaFile,
+    ReleaseManifest,
+    Root,
+    canonical_bytes,
+)
 from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.documents.trust import TrustedState
 from blackhole_sync.errors import (
@@ -22,6 +30,7 @@ from blackhole_sync.errors import (
     RollbackError,
     SecurityError,
     SignatureError,
+    UnsafePathError,
     VanishedReleaseError,
     WithdrawnReleaseError,
 )
@@ -446,3 +455,161 @@ def test_index_with_reordered_whitespace_still_verifies(sim: RepoSim) -> None:
     assert trusted.update_index(pretty).version == 1
     envelope = Envelope.from_bytes(pretty)
     assert envelope.signed_bytes == Envelope.from_bytes(data).signed_bytes
+
+
+# -- signatures before models (python-tuf's order) -----------------------------------------------
+#
+# A document that the trusted keys did not sign is refused as unsigned whatever its body holds:
+# its fields are never read into a model, so no model rule (and no bug in one) can be reached
+# from unauthenticated bytes. Each body below would fail its model; the refusal must still be
+# the signature's.
+
+
+def forbid_models(monkeypatch: pytest.MonkeyPatch, *models: type) -> None:
+    """Make building any of ``models`` fail the test."""
+
+    def built(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a document model was built from unauthenticated bytes")
+
+    for model in models:
+        monkeypatch.setattr(model, "from_dict", built)
+
+
+def foreign_keys(n: int = 2) -> list[PrivateKey]:
+    return [PrivateKey.generate() for _ in range(n)]
+
+
+def test_forged_index_with_a_malformed_body_is_refused_as_unsigned(
+    sim: RepoSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trusted = state(sim)
+    signed = sim.index_signed(1, channels={"Not A Channel": {"releases": "x"}})
+    with pytest.raises(FormatError):
+        Index.from_dict(signed)  # the body alone: the model refuses it
+    forbid_models(monkeypatch, Index)
+    with pytest.raises(SignatureError):
+        trusted.update_index(sign_bytes(signed, foreign_keys()))
+    assert trusted.index is None
+
+
+def test_forged_index_claiming_the_highest_version_is_refused_before_its_version_is_read(
+    sim: RepoSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trusted = state(sim)
+    trusted.update_index(sim.make_index(version=5))
+    forbid_models(monkeypatch, Index)
+    for version in (2**63 - 1, 5, 1):  # newer (a floor raised for good), equal, older
+        with pytest.raises(SignatureError):
+            trusted.update_index(sign_bytes(sim.index_signed(version), foreign_keys()))
+    assert trusted.require_index().version == 5
+
+
+def test_stored_index_with_a_malformed_body_and_a_forged_signature_is_no_floor(
+    sim: RepoSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trusted = state(sim)
+    forbid_models(monkeypatch, Index)
+    signed = sim.index_signed(7)
+    signed["expires"] = "never"
+    stored = sign_bytes(signed, foreign_keys())
+    assert trusted.load_trusted_index(stored) is False
+    assert trusted.index is None
+
+
+def test_forged_root_rotation_with_a_malformed_body_is_refused_as_unsigned(
+    sim: RepoSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trusted = state(sim)
+    signed = sim.root_signed(2)
+    signed["roles"]["mint"] = {"keyids": [], "threshold": 0}
+    with pytest.raises(FormatError):
+        Root.from_dict(signed)
+    forbid_models(monkeypatch, Root)
+    with pytest.raises(SignatureError):
+        trusted.update_root(sign_bytes(signed, foreign_keys()))
+    assert trusted.root.version == 1
+
+
+def test_forged_root_skipping_versions_is_refused_as_unsigned_not_as_a_rollback(
+    sim: RepoSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trusted = state(sim)
+    forbid_models(monkeypatch, Root)
+    with pytest.raises(SignatureError):
+        trusted.update_root(sim.make_root(version=9, signers=foreign_keys()))
+    assert trusted.root.version == 1
+
+
+def test_manifest_with_an_escaping_artifact_path_signed_by_the_index_key_is_refused_as_unsigned(
+    sim: RepoSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trusted = state(sim)
+    signed = sim.manifest_signed("1.0.0")
+    signed["artifacts"][0]["name"] = "../../etc/passwd"
+    with pytest.raises(UnsafePathError):
+        ReleaseManifest.from_dict(signed)  # what a model-first verifier would have raised
+    data = sign_bytes(signed, sim.keys["index"])  # the online key, not the release keys
+    sim.releases["stable"] = {"1.0.0": MetaFile.of(data)}  # and listed by the index key
+    trusted.update_index(sim.make_index())
+    forbid_models(monkeypatch, ReleaseManifest)
+    with pytest.raises(SignatureError):
+        trusted.update_manifest("1.0.0", data)
+    assert "1.0.0" not in trusted.manifests
+
+
+def test_manifest_differing_from_its_index_entry_is_refused_before_it_is_parsed(
+    sim: RepoSim, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trusted = indexed(sim, "1.0.0")
+
+    def parsed(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("bytes the index does not list were parsed")
+
+    monkeypatch.setattr(Envelope, "from_bytes", parsed)
+    with pytest.raises(LengthOrHashMismatchError):
+        trusted.update_manifest("1.0.0", b"{" * len(sim.manifests["1.0.0"]))
+    with pytest.raises(LengthOrHashMismatchError):
+        trusted.update_manifest("1.0.0", b"{")
+
+
+# -- what may be fetched: the index entry, or the refusal ------------------------------------------
+
+
+def test_listed_manifest_is_the_index_entry_of_exactly_those_bytes(sim: RepoSim) -> None:
+    trusted = indexed(sim, "1.0.0")
+    listed = trusted.listed_manifest("1.0.0")
+    assert listed == MetaFile.of(sim.manifests["1.0.0"])
+    assert listed.matches(sim.manifests["1.0.0"])
+
+
+def test_listed_manifest_of_a_withdrawn_release_is_refused_with_its_reason(sim: RepoSim) -> None:
+    trusted = indexed(sim, "1.0.0")
+    sim.withdraw("1.0.0", "CVE-2030-0001")
+    trusted.update_index(sim.make_index())
+    with pytest.raises(WithdrawnReleaseError, match="CVE-2030-0001"):
+        trusted.listed_manifest("1.0.0")
+
+
+def test_listed_manifest_of_an_unlisted_release_is_refused(sim: RepoSim) -> None:
+    trusted = indexed(sim, "1.0.0")
+    with pytest.raises(FormatError, match="not listed"):
+        trusted.listed_manifest("9.9.9")
+
+
+def test_listed_manifest_before_any_index_is_caller_misuse(sim: RepoSim) -> None:
+    with pytest.raises(RuntimeError):
+        state(sim).listed_manifest("1.0.0")
+
+
+def test_stored_manifest_of_a_withdrawn_release_is_restored_on_its_signatures(
+    sim: RepoSim,
+) -> None:
+    trusted = indexed(sim, "1.0.0")
+    sim.withdraw("1.0.0")
+    trusted.update_index(sim.make_index())
+    stored = sim.manifests["1.0.0"]
+    assert trusted.update_manifest("1.0.0", stored, allow_withdrawn=True).version == "1.0.0"
+    forged = sign_bytes(sim.manifest_signed("1.0.0", notes="forged"), foreign_keys())
+    again = indexed(sim)
+    with pytest.raises(SignatureError):
+        again.update_manifest("1.0.0", forged, allow_withdrawn=True)

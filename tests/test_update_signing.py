@@ -9,7 +9,7 @@ import pytest
 
 from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.errors import SignatureError
-from blackhole_sync.release.publisher import Repository, UpdateSigning
+from blackhole_sync.release import Repository, UpdateSigning
 
 
 @pytest.fixture

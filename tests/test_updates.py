@@ -8,7 +8,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from blackhole_sync.documents.metadata import (
+from blackhole_sync.documents import (
     ConfigChange,
     Envelope,
     Migration,
@@ -17,10 +17,10 @@ from blackhole_sync.documents.metadata import (
     SchemaInfo,
 )
 from blackhole_sync.documents.signing import PrivateKey
-from blackhole_sync.fetch.plugins import make_plugin_manager
 from blackhole_sync.fetch.hookspecs import hookimpl
+from blackhole_sync.fetch.plugins import make_plugin_manager
 from blackhole_sync.manager import NodeUpdateClient, UpdateManager, init_node
-from blackhole_sync.release.publisher import Repository
+from blackhole_sync.release import Repository
 from blackhole_sync.updates import (
     BinaryUpdate,
     ConfigurationUpdate,

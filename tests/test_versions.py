@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from repo_sim import RepoSim
 
-from blackhole_sync.documents.metadata import ReleaseManifest
+from blackhole_sync.documents import ReleaseManifest
 from blackhole_sync.documents.versions import (
     VersionComparison,
     VersionInfo,

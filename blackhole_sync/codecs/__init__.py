@@ -4,9 +4,15 @@ to node keys."""
 from __future__ import annotations
 
 from .archive import (
+    ARCHIVE_SUFFIXES,
+    MAX_ENTRIES,
     ArchiveEntry,
+    archive_format,
     extract_archive,
+    extract_files,
     iter_entries,
+    list_members,
+    pack_directory,
 )
 from .crypto import (
     DEFAULT_CHUNK_SIZE,
@@ -49,6 +55,7 @@ from .delta import (
 )
 
 __all__ = [
+    "ARCHIVE_SUFFIXES",
     "ApplyLimits",
     "ArchiveEntry",
     "AvailableUpdates",
@@ -63,6 +70,7 @@ __all__ = [
     "DeltaEdge",
     "DeltaPatch",
     "FullDownload",
+    "MAX_ENTRIES",
     "MemberDelta",
     "PatchCodec",
     "SCHEME",
@@ -73,6 +81,7 @@ __all__ = [
     "UpdatePath",
     "apply_patch",
     "apply_patch_bytes",
+    "archive_format",
     "ciphertext_length",
     "codec_table",
     "codecs",
@@ -81,10 +90,13 @@ __all__ = [
     "diff_memory_needed",
     "encrypt_file",
     "extract_archive",
+    "extract_files",
     "generate_delta",
     "get_codec",
     "iter_entries",
+    "list_members",
     "member_deltas",
     "open_sealed_key",
+    "pack_directory",
     "seal_key",
 ]

@@ -1,50 +1,46 @@
 """Signed documents, no I/O: strict JSON and canonical bytes, the document models,
-in-memory signing, the trusted state machine, and version ordering."""
+in-memory signing, the trusted state machine, and version ordering.
+
+Modules, bottom up: ``signing`` (keys, signatures, thresholds), ``canonical`` (strict parse,
+canonical bytes), ``fields`` (field readers, shared value rules, ``MetaFile``), ``envelope`` (the
+signed envelope), the documents (``root``, ``index``, ``artifacts`` and ``release``,
+``governance``, ``node_documents``; ``registry`` lists them by type), ``trust`` (the trusted
+state machine) and ``versions`` (ordering and compatibility). Import from this package, not
+from the modules: the split between them may change. (Key files are still read and written in
+``signing``; that I/O leaves this package in a later issue.)
+"""
 
 from __future__ import annotations
 
-from .metadata import (
-    DOCUMENT_TYPES,
+from .artifacts import Artifact, DeltaRecord, Encryption, Member, Recipient, Unpack
+from .canonical import MAX_DEPTH, MAX_INT, MAX_SIZES, canonical_bytes, strict_loads
+from .envelope import Envelope
+from .fields import (
     HASH_ALGORITHMS,
-    MAX_DEPTH,
-    MAX_INT,
-    MAX_SIZES,
     SPEC_VERSION,
-    UPDATE_TYPES,
-    Artifact,
-    Command,
-    Compatibility,
-    ConfigChange,
-    DeltaRecord,
-    Encryption,
-    Envelope,
-    HaltDoc,
-    HealthReport,
-    Index,
-    IndexChannel,
-    Member,
     MetaFile,
-    Migration,
-    NodeStatusDoc,
-    Proposal,
-    ProtocolInfo,
-    Recipient,
-    ReleaseManifest,
-    Role,
-    RolloutPhase,
-    RolloutPlan,
-    Root,
-    SchemaInfo,
-    Unpack,
-    Vote,
-    canonical_bytes,
     check_safe_name,
     check_safe_path,
     format_time,
     parse_time,
     parse_version,
-    strict_loads,
 )
+from .governance import HaltDoc, Proposal, RolloutPhase, RolloutPlan
+from .index import Index, IndexChannel
+from .node_documents import HealthReport, NodeStatusDoc, Vote
+from .registry import DOCUMENT_TYPES
+from .release import (
+    CONFIG_SCOPES,
+    UPDATE_TYPES,
+    Command,
+    Compatibility,
+    ConfigChange,
+    Migration,
+    ProtocolInfo,
+    ReleaseManifest,
+    SchemaInfo,
+)
+from .root import Role, Root
 from .signing import (
     KEY_FILE_MAX,
     VERIFY_BACKEND,
@@ -55,6 +51,7 @@ from .signing import (
     key_id,
     load_private_key,
     load_public_key,
+    verify_backend,
     verify_threshold,
     write_key_pair,
 )
@@ -75,6 +72,7 @@ from .versions import (
 
 __all__ = [
     "Artifact",
+    "CONFIG_SCOPES",
     "Command",
     "Compatibility",
     "CompatibilityInfo",
@@ -132,6 +130,7 @@ __all__ = [
     "parse_version",
     "sort_versions",
     "strict_loads",
+    "verify_backend",
     "verify_threshold",
     "version_key",
     "write_key_pair",

@@ -16,6 +16,18 @@ Rules enforced (ARCHITECTURE.md section 3):
   dropped (fast-forward recovery: a compromised index key may have pushed the version high).
 * release manifest: listed in the trusted index with exactly these bytes' length and sha256,
   signed by the release role's threshold, and its version and channel are the listed ones.
+  :meth:`TrustedState.listed_manifest` answers "may this manifest be fetched, and what must it
+  be?" (the index entry, or the precise refusal) before any byte is fetched.
+
+Order of checks, python-tuf's: the bytes are parsed strictly and ``signed`` is re-encoded
+canonically (:meth:`Envelope.from_bytes`, no document model yet); the role's threshold is checked
+over those canonical bytes with the trusted root's keys; only then is the typed model built and
+its rules checked. So a document not signed by the right keys is refused as such
+(:class:`SignatureError`) whatever its body holds, and no model code runs on unauthenticated
+input. A manifest's index entry (length, sha256) is checked even before it is parsed. Two checks
+must follow a model because the keys they need are inside it: a new root's own threshold (the
+trusted root's threshold is checked first, before the model) and a locally configured root's
+check against itself (it is trusted by configuration, not by signature).
 
 All expiry checks use one reference time fixed when the state is created.
 """
@@ -23,9 +35,10 @@ All expiry checks use one reference time fixed when the state is created.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 from collections.abc import Mapping
 
+from .._fsutil import sha256_hex
+from ..clock import utcnow
 from ..errors import (
     ExpiredError,
     FormatError,
@@ -35,16 +48,16 @@ from ..errors import (
     VanishedReleaseError,
     WithdrawnReleaseError,
 )
-from .metadata import Envelope, Index, ReleaseManifest, Root, format_time
+from .envelope import Envelope
+from .fields import MetaFile, format_time
+from .index import Index
+from .release import ReleaseManifest
+from .root import Root
 
 __all__ = ["MAX_ROOT_ROTATIONS", "TrustedState"]
 
 #: Most root versions accepted in one update (bounds the root chain walk).
 MAX_ROOT_ROTATIONS = 64
-
-
-def _now() -> _dt.datetime:
-    return _dt.datetime.now(_dt.UTC).replace(microsecond=0)
 
 
 class TrustedState:
@@ -56,9 +69,9 @@ class TrustedState:
         The local root's expiry is not checked here: an expired root can still be rotated
         forward. :meth:`check_root_fresh` checks it once the root chain is walked.
         """
-        self.reference_time = reference_time or _now()
+        self.reference_time = reference_time or utcnow()
         envelope = Envelope.from_bytes(root_data, expected_type="root")
-        root = envelope.parse(Root.from_dict)
+        root = envelope.parse(Root.from_dict)  # its keys are inside: the model comes first
         root.verify_role(envelope, "root")
         self._root = root
         self._root_envelope = envelope
@@ -94,11 +107,18 @@ class TrustedState:
     def manifests(self) -> Mapping[str, ReleaseManifest]:
         return {v: m for v, (m, _) in self._manifests.items()}
 
+    def _authenticated(self, data: bytes, doc_type: str, role: str) -> Envelope:
+        """Parse ``data`` strictly and check ``role``'s threshold under the trusted root over
+        the canonical bytes of ``signed``. No document model is built: that comes after."""
+        envelope = Envelope.from_bytes(data, expected_type=doc_type)
+        self._root.verify_role(envelope, role)
+        return envelope
+
     # -- root ------------------------------------------------------------------------------
 
     def update_root(self, data: bytes) -> Root:
         """Accept root version N+1, signed by old and new root thresholds."""
-        envelope = Envelope.from_bytes(data, expected_type="root")
+        envelope = self._authenticated(data, "root", "root")  # the trusted root's threshold
         new = envelope.parse(Root.from_dict)
         if new.version != self._root.version + 1:
             raise RollbackError(
@@ -108,8 +128,7 @@ class TrustedState:
             raise SecurityError(
                 f"root is for network {new.network_id!r}, not {self._root.network_id!r}"
             )
-        self._root.verify_role(envelope, "root")
-        new.verify_role(envelope, "root")
+        new.verify_role(envelope, "root")  # and its own: its keys are in the model
         index_role_changed = self._root.roles["index"] != new.roles["index"] or any(
             self._root.keys.get(k) != new.keys.get(k) for k in new.roles["index"].keyids
         )
@@ -141,9 +160,8 @@ class TrustedState:
         current root (the index keys were rotated: fast-forward recovery).
         """
         try:
-            envelope = Envelope.from_bytes(data, expected_type="index")
+            envelope = self._authenticated(data, "index", "index")
             index = envelope.parse(Index.from_dict)
-            self._root.verify_role(envelope, "index")
         except SecurityError:
             return False
         self._index, self._index_envelope = index, envelope
@@ -152,9 +170,8 @@ class TrustedState:
     def update_index(self, data: bytes) -> Index:
         """Accept a newer index. Returns the trusted index (unchanged on identical bytes)."""
         self.check_root_fresh()
-        envelope = Envelope.from_bytes(data, expected_type="index")
+        envelope = self._authenticated(data, "index", "index")
         new = envelope.parse(Index.from_dict)
-        self._root.verify_role(envelope, "index")
         old = self._index
         if old is not None and self._index_envelope is not None:
             if new.version < old.version:
@@ -216,40 +233,56 @@ class TrustedState:
 
     # -- manifests -------------------------------------------------------------------------
 
-    def update_manifest(
-        self, version: str, data: bytes, *, allow_withdrawn: bool = False
-    ) -> ReleaseManifest:
-        """Accept the manifest of ``version`` as listed in the trusted index."""
+    def listed_manifest(self, version: str) -> MetaFile:
+        """The trusted index's entry (length and sha256) for ``version``'s manifest.
+
+        What a fetch of that manifest is capped by and checked against. A withdrawn release
+        raises :class:`WithdrawnReleaseError` (with the index's reason), one the index does not
+        know raises :class:`FormatError`; neither needs a byte fetched to be refused.
+        """
         index = self.require_index()
-        withdrawn = index.all_withdrawn()
-        if version in withdrawn and not allow_withdrawn:
-            reason = withdrawn[version]
+        listed = index.listing(version)
+        if listed is not None:
+            return listed
+        reason = index.withdrawal(version)
+        if reason is not None:
             raise WithdrawnReleaseError(
                 f"release {version} was withdrawn" + (f": {reason}" if reason else "")
             )
-        listed = index.all_releases().get(version)
-        if listed is None and version not in withdrawn:
-            raise FormatError(f"release {version} is not listed in index version {index.version}")
+        raise FormatError(f"release {version} is not listed in index version {index.version}")
+
+    def update_manifest(
+        self, version: str, data: bytes, *, allow_withdrawn: bool = False
+    ) -> ReleaseManifest:
+        """Accept the manifest of ``version`` as listed in the trusted index.
+
+        The bytes must have the listed length and sha256, then meet the release role's
+        threshold, then parse into a manifest of that version in the listing channel. With
+        ``allow_withdrawn`` (restoring what a node stored before the withdrawal) a withdrawn
+        release is accepted on its signatures alone: a withdrawal entry lists no hash.
+        """
+        index = self.require_index()
+        if allow_withdrawn and index.withdrawal(version) is not None:
+            listed = None
+        else:
+            listed = self.listed_manifest(version)
         if listed is not None:
             if len(data) != listed.length:
                 raise LengthOrHashMismatchError(
                     f"manifest {version}: {len(data)} bytes, index lists {listed.length}"
                 )
-            if hashlib.sha256(data).hexdigest() != listed.sha256:
+            if sha256_hex(data) != listed.sha256:
                 raise LengthOrHashMismatchError(
                     f"manifest {version}: sha256 differs from the index"
                 )
-        envelope = Envelope.from_bytes(data, expected_type="release")
+        envelope = self._authenticated(data, "release", "release")
         manifest = envelope.parse(ReleaseManifest.from_dict)
-        self._root.verify_role(envelope, "release")
         if manifest.version != version:
             raise SecurityError(f"manifest says version {manifest.version}, index lists {version}")
-        for name, channel in index.channels.items():
-            if (
-                version in channel.releases or version in channel.withdrawn
-            ) and name != manifest.channel:
-                raise SecurityError(
-                    f"manifest {version} is for channel {manifest.channel!r}, index lists {name!r}"
-                )
+        channel = index.channel_of(version)
+        if channel != manifest.channel:
+            raise SecurityError(
+                f"manifest {version} is for channel {manifest.channel!r}, index lists {channel!r}"
+            )
         self._manifests[version] = (manifest, envelope)
         return manifest

@@ -14,7 +14,8 @@ import semver
 from attrs import field, frozen
 
 from ..errors import MigrationError
-from .metadata import Migration, ReleaseManifest, parse_version
+from .fields import parse_version
+from .release import Migration, ReleaseManifest
 
 __all__ = [
     "CompatibilityInfo",

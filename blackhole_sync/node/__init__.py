@@ -3,6 +3,13 @@ migrations, health checks, sandbox, configuration and update policy."""
 
 from __future__ import annotations
 
+from .commands import (
+    OUTPUT_LIMIT,
+    CheckResult,
+    restart_service,
+    run_command_check,
+    run_restart_command,
+)
 from .config import (
     CONFIG_FILE,
     Commands,
@@ -12,11 +19,11 @@ from .config import (
     default_config_text,
     dumps_toml,
     load_config,
+    read_config_document,
+    read_node_attributes,
     write_config,
 )
 from .health import (
-    OUTPUT_LIMIT,
-    CheckResult,
     CrashLoopGuard,
     HealthMetrics,
     HealthReportResult,
@@ -26,10 +33,20 @@ from .health import (
     UpdateHealthMonitor,
     WatchResult,
     require_healthy,
-    restart_service,
-    run_command_check,
     run_health_checks,
-    run_restart_command,
+)
+from .hooks import (
+    DefaultInstallHooks,
+    InstallHooks,
+)
+from .install import (
+    InstallResult,
+)
+from .journal import (
+    CHECKPOINTS,
+)
+from .layout import (
+    NodeLayout,
 )
 from .migrations import (
     ConfigResult,
@@ -58,8 +75,10 @@ from .policy import (
     select_update,
 )
 from .rollback import (
+    RollbackHost,
     RollbackManager,
     RollbackPoint,
+    RollbackResult,
     StateBackup,
     backup_data_dir,
     is_sqlite_file,
@@ -76,15 +95,31 @@ from .sandbox import (
     ValidationResult,
     run_sandbox_test,
 )
+from .staging import (
+    IDENTITY_CODEC,
+    ReleaseStager,
+    StagedRelease,
+)
+from .state import (
+    STATE_SCHEMA_VERSION,
+    StateDB,
+)
 from .store import (
-    CHECKPOINTS,
     CRASH_ENV,
     DEFAULT_RESERVE,
-    InstallHooks,
-    InstallResult,
     NodeStore,
     checkpoint,
     default_arch,
+)
+from .tree import (
+    check_tree,
+    check_tree_shape,
+    place_archive,
+    place_file,
+)
+from .truststore import (
+    SignedManifest,
+    TrustStore,
 )
 
 __all__ = [
@@ -104,9 +139,11 @@ __all__ = [
     "DEFAULT_MEMORY_LIMIT",
     "DEFAULT_RESERVE",
     "Decision",
+    "DefaultInstallHooks",
     "DeferralLimitError",
     "HealthMetrics",
     "HealthReportResult",
+    "IDENTITY_CODEC",
     "InstallHooks",
     "InstallResult",
     "IsolationStatus",
@@ -114,20 +151,29 @@ __all__ = [
     "ManualUpdatePolicy",
     "NodeAttributes",
     "NodeConfig",
+    "NodeLayout",
     "NodeStore",
     "OUTPUT_LIMIT",
     "PerformanceComparison",
     "PolicyState",
     "Regression",
     "ReleaseLike",
+    "ReleaseStager",
     "RollbackDecision",
+    "RollbackHost",
     "RollbackManager",
     "RollbackPoint",
+    "RollbackResult",
+    "STATE_SCHEMA_VERSION",
     "Sandbox",
     "SchemaMigrator",
+    "SignedManifest",
+    "StagedRelease",
     "StateBackup",
+    "StateDB",
     "TestResult",
     "TimeWindow",
+    "TrustStore",
     "UpdateHealthMonitor",
     "UpdatePolicy",
     "UpdateSandbox",
@@ -136,6 +182,8 @@ __all__ = [
     "WebhookSettings",
     "apply_config_changes",
     "backup_data_dir",
+    "check_tree",
+    "check_tree_shape",
     "checkpoint",
     "config_sidecars",
     "decide",
@@ -144,7 +192,11 @@ __all__ = [
     "dumps_toml",
     "is_sqlite_file",
     "load_config",
+    "place_archive",
+    "place_file",
     "read_config",
+    "read_config_document",
+    "read_node_attributes",
     "recover_data_dir",
     "require_healthy",
     "restart_service",

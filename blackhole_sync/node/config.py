@@ -1,10 +1,17 @@
 """The node's configuration: ``NODE/config.toml``.
 
-Read with :mod:`tomllib` and validated strictly: an unknown key, a value of the wrong type
+The file's schema is spelled out three times on purpose, side by side so they stay in step:
+the validating parser (:meth:`NodeConfig.from_dict`), the writer (:meth:`NodeConfig.to_dict`)
+and the commented file ``node init`` writes (:func:`default_config_text`). The TOML mechanics
+(strict table reader, in-place editing) are in ``_toml.py``.
+
+Read with :mod:`tomllib` (one reader, :func:`read_config_document`, also behind
+:func:`read_node_attributes`) and validated strictly: an unknown key, a value of the wrong type
 or out of range raises :class:`~blackhole_sync.errors.ConfigurationError` naming the key
 (``config.toml: policy.automatic.max_downtime: expected an integer >= 0, got "5m"``).
 ``node init`` writes :func:`default_config_text`; ``set_update_policy`` persists changes with
-:func:`write_config` (atomic; comments are not preserved).
+:func:`write_config` (atomic), which edits the existing file with :mod:`tomlkit` so the
+operator's comments and layout are kept.
 
 Layout (every key optional except ``sources``; durations are whole seconds)::
 
@@ -35,21 +42,21 @@ Layout (every key optional except ``sources``; durations are whole seconds)::
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 import platform as _platform
 import re
-import tempfile
-import tomllib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from attrs import evolve, field, frozen
 
+from .._fsutil import write_atomic
 from ..documents import UPDATE_TYPES, Command
 from ..errors import ConfigurationError
+from . import _toml
+from .layout import CONFIG_FILE, NodeLayout
 from .policy import (
     DAY_NAMES,
     MODES,
@@ -69,11 +76,11 @@ __all__ = [
     "default_config_text",
     "dumps_toml",
     "load_config",
+    "read_config_document",
+    "read_node_attributes",
     "write_config",
 ]
 
-#: The configuration file's name inside the node directory.
-CONFIG_FILE: Final = "config.toml"
 #: Refuse configuration files larger than this.
 MAX_CONFIG_BYTES: Final = 1024 * 1024
 
@@ -249,11 +256,7 @@ class NodeConfig:
     @classmethod
     def from_toml(cls, text: str, where: str = CONFIG_FILE) -> NodeConfig:
         """Parse and validate TOML text; raises :class:`ConfigurationError`."""
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigurationError(f"{where}: not valid TOML: {exc}") from exc
-        return cls.from_dict(data, where)
+        return cls.from_dict(_toml.parse(text, where), where)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> NodeConfig:
@@ -261,31 +264,17 @@ class NodeConfig:
         return cls.from_file(path)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write this configuration to ``path`` atomically (comments are not kept)."""
-        _atomic_write(Path(path), self.to_toml())
+        """Write this configuration to ``path`` atomically, keeping the file's comments."""
+        _write(Path(path), self)
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> NodeConfig:
-        p = Path(path)
-        try:
-            with p.open("rb") as f:
-                raw = f.read(MAX_CONFIG_BYTES + 1)
-        except FileNotFoundError as exc:
-            raise ConfigurationError(f"{p}: no configuration file (run `node init`)") from exc
-        except OSError as exc:
-            raise ConfigurationError(f"{p}: cannot read: {exc.strerror or exc}") from exc
-        if len(raw) > MAX_CONFIG_BYTES:
-            raise ConfigurationError(f"{p}: larger than {MAX_CONFIG_BYTES} bytes")
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ConfigurationError(f"{p}: not UTF-8: {exc}") from exc
-        return cls.from_toml(text, str(p))
+        return cls.from_dict(read_config_document(path), str(path))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = CONFIG_FILE) -> NodeConfig:
         """Validate an already-parsed TOML document (``tomllib`` output)."""
-        top = _Table(data, where, "")
+        top = _toml.Table(data, where, "")
         sources = top.strings("sources", required=True, non_empty_items=True)
         channel = top.string("channel", "stable", pattern=_CHANNEL_RE)
         plat = top.string("platform", _default_platform(), pattern=_NAME_RE)
@@ -296,9 +285,7 @@ class NodeConfig:
         keep_versions = top.integer("keep_versions", 3, minimum=1)
 
         node_t = top.table("node")
-        node = NodeAttributes(
-            region=node_t.string("region", ""), node_type=node_t.string("node_type", "")
-        )
+        node = _node_attributes(node_t)
         node_t.finish()
 
         window_t = top.table("window")
@@ -491,7 +478,7 @@ class NodeConfig:
 
     def to_toml(self) -> str:
         """TOML text that :meth:`from_toml` reads back to an equal configuration."""
-        return dumps_toml(self.to_dict())
+        return _toml.dumps(self.to_dict())
 
     @classmethod
     def default(cls, *, sources: Sequence[str], channel: str = "stable") -> NodeConfig:
@@ -503,252 +490,97 @@ def _secs(td: _dt.timedelta) -> int:
     return int(td.total_seconds())
 
 
+def _read_text(path: Path) -> str:
+    try:
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"{path}: no configuration file (run `node init`)") from exc
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigurationError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"{path}: not UTF-8: {exc}") from exc
+
+
+def read_config_document(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The TOML document in a configuration file, parsed but not validated: the one reader of
+    ``config.toml`` (size-capped, UTF-8). Raises :class:`ConfigurationError`."""
+    p = Path(path)
+    return _toml.parse(_read_text(p), str(p))
+
+
+def _node_attributes(table: _toml.Table) -> NodeAttributes:
+    return NodeAttributes(
+        region=table.string("region", ""), node_type=table.string("node_type", "")
+    )
+
+
+def read_node_attributes(path: str | os.PathLike[str]) -> NodeAttributes:
+    """Only the ``[node]`` attributes of a configuration file (empty when it does not exist).
+
+    For the store, which scopes configuration changes by them: the rest of the file is not
+    validated here (the update manager validates all of it when it opens the node).
+    """
+    p = Path(path)
+    if not p.exists():
+        return NodeAttributes()
+    top = _toml.Table(read_config_document(p), str(p), "")
+    return _node_attributes(top.table("node"))
+
+
 def load_config(node_dir: str | os.PathLike[str]) -> NodeConfig:
     """Read ``NODE/config.toml``."""
-    return NodeConfig.from_file(Path(node_dir) / CONFIG_FILE)
+    return NodeConfig.from_file(NodeLayout(node_dir).config)
 
 
 def write_config(
     node_dir: str | os.PathLike[str], config: NodeConfig | str, *, exclusive: bool = False
 ) -> Path:
-    """Write ``NODE/config.toml`` atomically (temporary file, fsync, ``os.replace``).
+    """Write ``NODE/config.toml`` atomically (temporary file, fsync, rename).
 
-    ``config`` is a :class:`NodeConfig` or TOML text (validated before writing).
-    ``exclusive``: refuse with :class:`FileExistsError` when the file exists (``node init``).
+    ``config`` is a :class:`NodeConfig` (merged into the existing file, whose comments and
+    layout are kept) or TOML text (validated before writing). ``exclusive``: refuse with
+    :class:`FileExistsError` when the file exists (``node init``).
     """
-    text = config.to_toml() if isinstance(config, NodeConfig) else config
-    target = Path(node_dir) / CONFIG_FILE
-    _atomic_write(target, text, exclusive=exclusive)
+    target = NodeLayout(node_dir).config
+    _write(target, config, exclusive=exclusive)
     return target
 
 
-def _atomic_write(target: Path, text: str, *, exclusive: bool = False) -> None:
-    NodeConfig.from_toml(text)  # never persist what cannot be read back
-    directory = target.parent
+def _write(target: Path, config: NodeConfig | str, *, exclusive: bool = False) -> None:
     if exclusive and target.exists():
         raise FileExistsError(f"{target} exists")
-    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".toml", dir=directory)
+    if isinstance(config, NodeConfig):
+        text = _merged_text(target, config)
+    else:
+        text = config
+        NodeConfig.from_toml(text)  # never persist what cannot be read back
+    write_atomic(target, text.encode("utf-8"), mode=0o644, exclusive=exclusive)
+
+
+def _merged_text(target: Path, config: NodeConfig) -> str:
+    """``config`` as TOML: the existing file edited in place when there is one (comments and
+    order kept), else written fresh. Either way it must read back as ``config``."""
+    fresh = config.to_toml()
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        if exclusive:
-            os.link(tmp, target)  # atomic create-if-absent
-            os.unlink(tmp)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
+        text = _toml.edit(_read_text(target), config.to_dict())
+    except ConfigurationError:
+        return fresh
+    if text is None:
+        return fresh
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-# -- strict reading -------------------------------------------------------------------------
-
-T = TypeVar("T")
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return repr(value) if len(value) <= 40 else "a string"
-    return repr(value) if isinstance(value, int | float) else type(value).__name__
-
-
-class _Table:
-    """Reads keys from one TOML table, remembering which were read (for :meth:`finish`)."""
-
-    def __init__(self, data: Any, where: str, path: str) -> None:
-        self.where = where
-        self.path = path
-        if not isinstance(data, Mapping):
-            raise ConfigurationError(f"{where}: {path or 'document'}: expected a table")
-        self.data: Mapping[str, Any] = data
-        self.seen: set[str] = set()
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def fail(self, name: str, message: str) -> None:
-        raise ConfigurationError(f"{self.where}: {self.key(name)}: {message}")
-
-    def _get(self, name: str) -> Any:
-        self.seen.add(name)
-        return self.data.get(name)
-
-    def remaining(self) -> list[str]:
-        return [k for k in self.data if k not in self.seen]
-
-    def finish(self) -> None:
-        extra = self.remaining()
-        if extra:
-            raise ConfigurationError(f"{self.where}: unknown key {self.key(extra[0])!r}")
-
-    def _wrong(self, name: str, expected: str, value: Any) -> None:
-        self.fail(name, f"expected {expected}, got {_describe(value)}")
-
-    def string(self, name: str, default: str, *, pattern: re.Pattern[str] | None = None) -> str:
-        value = self._get(name)
-        if value is None:
-            return default
-        if not isinstance(value, str):
-            self._wrong(name, "a string", value)
-        if pattern is not None and not pattern.match(value):
-            self.fail(name, f"{value!r} is not a valid name")
-        return str(value)
-
-    def boolean(self, name: str, default: bool) -> bool:
-        value = self._get(name)
-        if value is None:
-            return default
-        if not isinstance(value, bool):
-            self._wrong(name, "true or false", value)
-        return bool(value)
-
-    def integer(
-        self, name: str, default: int, *, minimum: int = 0, maximum: int = 2**63 - 1
-    ) -> int:
-        value = self._get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int):
-            self._wrong(name, f"an integer >= {minimum}", value)
-        if not minimum <= value <= maximum:
-            bound = f"from {minimum} to {maximum}" if maximum < 2**63 - 1 else f">= {minimum}"
-            self.fail(name, f"expected an integer {bound}, got {value}")
-        return int(value)
-
-    def number(self, name: str, default: float) -> float:
-        value = self._get(name)
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            self._wrong(name, "a number of seconds", value)
-        if not math.isfinite(value) or value <= 0:
-            self.fail(name, f"expected a positive number of seconds, got {value}")
-        return float(value)
-
-    def seconds(self, name: str, default: int) -> _dt.timedelta:
-        return _dt.timedelta(seconds=self.integer(name, default))
-
-    def strings(
-        self,
-        name: str,
-        default: Sequence[str] = (),
-        *,
-        required: bool = False,
-        non_empty_items: bool = False,
-    ) -> tuple[str, ...]:
-        value = self._get(name)
-        if value is None:
-            if required:
-                self.fail(name, "missing (required)")
-            return tuple(default)
-        if not isinstance(value, list):
-            self._wrong(name, "an array of strings", value)
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                self.fail(name, f"item {i}: expected a string, got {_describe(item)}")
-            if non_empty_items and not item:
-                self.fail(name, f"item {i}: empty string")
-        if len(set(value)) != len(value):
-            self.fail(name, "the same value appears twice")
-        return tuple(value)
-
-    def table(self, name: str) -> _Table:
-        value = self._get(name)
-        if value is None:
-            value = {}
-        if not isinstance(value, Mapping):
-            self._wrong(name, "a table", value)
-        return _Table(value, self.where, self.key(name))
-
-    def build(self, cls: Callable[..., T], **kwargs: Any) -> T:
-        """Construct ``cls``; its validators' ValueErrors become ConfigurationErrors."""
-        try:
-            return cls(**kwargs)
-        except ValueError as exc:
-            raise ConfigurationError(f"{self.where}: {self.path or 'document'}: {exc}") from exc
-
-
-# -- writing TOML ---------------------------------------------------------------------------
-
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+\Z")
-
-
-def _toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else _toml_string(key)
-
-
-def _toml_string(value: str) -> str:
-    out = ['"']
-    for ch in value:
-        code = ord(ch)
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\t":
-            out.append("\\t")
-        elif code < 0x20 or code == 0x7F:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError("TOML values here must be finite")
-        return repr(value)
-    if isinstance(value, str):
-        return _toml_string(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} as a TOML value")
+        return text if NodeConfig.from_toml(text) == config else fresh
+    except ConfigurationError:
+        return fresh
 
 
 def dumps_toml(data: Mapping[str, Any]) -> str:
-    """Write a TOML document of scalars, arrays of scalars and (nested) tables.
-
-    Enough for the node configuration; not a general TOML writer (no arrays of tables,
-    no dates).
-    """
-    lines: list[str] = []
-
-    def emit(table: Mapping[str, Any], path: tuple[str, ...]) -> None:
-        scalars = [(k, v) for k, v in table.items() if not isinstance(v, Mapping)]
-        tables = [(k, v) for k, v in table.items() if isinstance(v, Mapping)]
-        if path:
-            if lines:
-                lines.append("")
-            lines.append("[" + ".".join(_toml_key(p) for p in path) + "]")
-        for k, v in scalars:
-            lines.append(f"{_toml_key(k)} = {_toml_value(v)}")
-        for k, v in tables:
-            emit(v, (*path, k))
-
-    emit(data, ())
-    return "\n".join(lines) + "\n"
+    """A TOML document of scalars, arrays and (nested) tables (written by :mod:`tomlkit`)."""
+    return _toml.dumps(data)
 
 
 # -- the file `node init` writes ------------------------------------------------------------
@@ -758,13 +590,13 @@ def default_config_text(*, sources: list[str], channel: str) -> str:
     """The commented ``config.toml`` that ``node init`` writes, with every default spelled
     out. Raises :class:`ConfigurationError` for an invalid source list or channel."""
     cfg = NodeConfig.default(sources=sources, channel=channel)
-    v = _toml_value
+    v = _toml.value_text
     auto = cfg.policy.automatic
     manual = cfg.policy.manual
     crit = cfg.policy.critical
     text = f"""\
 # blackhole-sync node configuration. Durations are whole seconds; sizes in bytes.
-# Unknown keys are refused. Comments are dropped when the node rewrites this file.
+# Unknown keys are refused. The node keeps these comments when it rewrites this file.
 
 # Where releases come from, tried in order: http(s):// or file:// URLs, or paths.
 sources = {v(list(cfg.sources))}

@@ -1,27 +1,25 @@
 """Health checks after a switch, the post-update watch, regression detection, rollback triggers.
 
-Two kinds of checks run after ``current`` points at a new version:
+Two kinds of checks run after ``current`` points at a new version (how each runs is in
+commands.py):
 
-- the release's own health :class:`~blackhole_sync.documents.metadata.Command` (an argv, never a shell),
-  run in its own process group with its timeout enforced by a cancel scope; on timeout the
-  whole group is killed, and after a normal exit any process it left behind is killed too;
+- the release's own health :class:`~blackhole_sync.documents.metadata.Command` (an argv, never a
+  shell), in its own process group under its timeout; the whole group is killed afterwards;
 - plugin checks (:class:`~blackhole_sync.fetch.hookspecs.HealthCheck` objects from the
   ``blackhole_sync_health_checks`` hook), each under its own timeout; an exception from a
   plugin check is a failure, cancellation is never swallowed.
 
 :class:`UpdateHealthMonitor` (the design's name) watches a version over its health window,
 compares simple metrics (per-check status and latency) with the previous version's baseline,
-and turns what it saw into a :class:`RollbackDecision` the caller acts on. This module never
-touches the node store: the store (or the update manager) wires the rollback.
+and turns what it saw into a :class:`RollbackDecision` the caller acts on.
+:class:`CrashLoopGuard` abandons a version that keeps failing to start, counting in the node's
+state database. This module never switches versions: the store (or the update manager) wires
+the rollback.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import signal
-import subprocess
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
@@ -31,12 +29,12 @@ import anyio
 from attrs import field, frozen
 
 from ..documents import Command
-from ..errors import HealthCheckError, InstallError
+from ..errors import HealthCheckError
 from ..fetch import HealthCheck
+from .commands import CheckResult, one_line, run_command_check, run_plugin_check
+from .state import StateDB
 
 __all__ = [
-    "OUTPUT_LIMIT",
-    "CheckResult",
     "CrashLoopGuard",
     "HealthMetrics",
     "HealthReportResult",
@@ -46,38 +44,14 @@ __all__ = [
     "UpdateHealthMonitor",
     "WatchResult",
     "require_healthy",
-    "restart_service",
-    "run_command_check",
     "run_health_checks",
-    "run_restart_command",
 ]
 
-#: Bytes of a command's combined stdout/stderr kept in a result; the rest is read and dropped.
-OUTPUT_LIMIT = 64 * 1024
-#: After a command exits, how long to wait for its output pipe to reach end of file.
-_DRAIN_GRACE = 1.0
 #: Upper bound on checks run by one watch, whatever the window and interval.
 _MAX_WATCH_ROUNDS = 10_000
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
-
-
-# -- results ---------------------------------------------------------------------------------
-
-
-@frozen
-class CheckResult:
-    """The outcome of one check (a command or a plugin check)."""
-
-    name: str
-    ok: bool
-    reason: str | None = None  # one line, set when not ok
-    exit_code: int | None = None  # commands only; negative: killed by that signal
-    timed_out: bool = False
-    duration: float = 0.0  # seconds
-    output: bytes = b""  # the first OUTPUT_LIMIT bytes of stdout and stderr
-    output_truncated: bool = False
 
 
 @frozen
@@ -103,7 +77,7 @@ class HealthReportResult:
         if not failed:
             return None
         parts = [f"{r.name}: {r.reason}" for r in failed]
-        return _one_line(f"version {self.version} unhealthy: " + "; ".join(parts))
+        return one_line(f"version {self.version} unhealthy: " + "; ".join(parts))
 
 
 @frozen
@@ -121,7 +95,7 @@ class WatchResult:
     def reason(self) -> str | None:
         if self.first_failure is None:
             return None
-        return _one_line(
+        return one_line(
             f"{self.first_failure.reason} "
             f"(after {self.first_failure.started_at:.1f}s of a {self.window:g}s window)"
         )
@@ -219,12 +193,7 @@ class RollbackDecision:
     regressions: tuple[Regression, ...] = ()
 
 
-# -- running a command -----------------------------------------------------------------------
-
-
-def _one_line(text: str, limit: int = 500) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+# -- helpers -------------------------------------------------------------------------------
 
 
 def _median(values: Sequence[float]) -> float:
@@ -235,181 +204,7 @@ def _median(values: Sequence[float]) -> float:
     return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-@frozen
-class _Outcome:
-    exit_code: int | None
-    timed_out: bool
-    duration: float
-    output: bytes
-    truncated: bool
-    pid: int
-
-
-async def _run_process(
-    argv: Sequence[str],
-    *,
-    cwd: Path,
-    env: Mapping[str, str] | None,
-    timeout: float,  # noqa: ASYNC109 - the command's own limit, enforced by a cancel scope
-    kill_group_after_exit: bool = True,
-    output_limit: int = OUTPUT_LIMIT,
-) -> _Outcome:
-    """Run ``argv`` (no shell) in a new session; bounded output; killed as a group on timeout.
-
-    Raises ``OSError`` when the program cannot be started.
-    """
-    if not argv:
-        raise ValueError("empty argv")
-    chunks: list[bytes] = []
-    kept = 0
-    truncated = False
-    started = time.monotonic()
-    process = await anyio.open_process(
-        list(argv),
-        cwd=cwd,
-        env=None if env is None else dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    pgid = process.pid  # start_new_session: the child leads its own group
-
-    drained = anyio.Event()
-
-    async def drain() -> None:
-        nonlocal kept, truncated
-        assert process.stdout is not None
-        try:
-            async for chunk in process.stdout:
-                if kept < output_limit:
-                    part = chunk[: output_limit - kept]
-                    chunks.append(part)
-                    kept += len(part)
-                    truncated = truncated or len(part) < len(chunk)
-                else:
-                    truncated = True
-        except (anyio.EndOfStream, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-        finally:
-            drained.set()
-
-    timed_out = False
-    try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(drain)
-            with anyio.move_on_after(timeout) as scope:
-                await process.wait()
-            if scope.cancelled_caught:
-                timed_out = True
-                _kill_group(pgid)
-                with anyio.CancelScope(shield=True):
-                    await process.wait()
-            elif kill_group_after_exit:
-                _kill_group(pgid)  # nothing a check started may outlive it
-            # The pipe may stay open in a daemonised grandchild: give it a moment, then stop.
-            with anyio.move_on_after(_DRAIN_GRACE):
-                await drained.wait()
-            tg.cancel_scope.cancel()
-    finally:
-        if process.returncode is None:
-            _kill_group(pgid)
-            with anyio.CancelScope(shield=True):
-                await process.wait()
-        elif timed_out or kill_group_after_exit:
-            _kill_group(pgid)
-        with anyio.CancelScope(shield=True):
-            await process.aclose()
-    return _Outcome(
-        exit_code=None if timed_out else process.returncode,
-        timed_out=timed_out,
-        duration=time.monotonic() - started,
-        output=b"".join(chunks),
-        truncated=truncated,
-        pid=process.pid,
-    )
-
-
-def _command_name(command: Command) -> str:
-    name = command.extra.get("name")
-    return str(name) if isinstance(name, str) and name else os.path.basename(command.argv[0])
-
-
-async def run_command_check(
-    command: Command, *, cwd: Path, env: Mapping[str, str] | None = None
-) -> CheckResult:
-    """Run a release's health (or self-test) command once.
-
-    A nonzero exit, a timeout (``command.timeout`` seconds; the process group is killed) or a
-    program that cannot be started is a failure. Never raises for those; cancellation of the
-    caller propagates after the process group has been killed.
-    """
-    name = _command_name(command)
-    try:
-        outcome = await _run_process(command.argv, cwd=cwd, env=env, timeout=command.timeout)
-    except OSError as exc:
-        return CheckResult(name, False, _one_line(f"cannot start {command.argv[0]!r}: {exc}"))
-    return _result_from_outcome(name, outcome, command.timeout)
-
-
-def _result_from_outcome(name: str, outcome: _Outcome, timeout: float) -> CheckResult:
-    reason: str | None = None
-    if outcome.timed_out:
-        reason = f"timed out after {timeout:g}s (process group killed)"
-    elif outcome.exit_code != 0:
-        code = outcome.exit_code
-        how = (
-            f"killed by signal {-code}" if code is not None and code < 0 else f"exit status {code}"
-        )
-        tail = outcome.output.decode("utf-8", "replace").strip().splitlines()[-1:]
-        reason = how + (f": {tail[0]}" if tail else "")
-    return CheckResult(
-        name=name,
-        ok=reason is None,
-        reason=None if reason is None else _one_line(reason),
-        exit_code=outcome.exit_code,
-        timed_out=outcome.timed_out,
-        duration=outcome.duration,
-        output=outcome.output,
-        output_truncated=outcome.truncated,
-    )
-
-
-async def _run_plugin_check(
-    check: HealthCheck,
-    node_dir: Path,
-    version: str,
-    timeout: float,  # noqa: ASYNC109 - per-check limit
-) -> CheckResult:
-    name = str(getattr(check, "name", type(check).__name__))
-    started = time.monotonic()
-    reason: str | None = None
-    timed_out = False
-    with anyio.move_on_after(timeout) as scope:
-        try:
-            answer = await check.check(node_dir, version)
-        except Exception as exc:  # noqa: BLE001 - a plugin's bug is a failed check
-            reason = f"raised {type(exc).__name__}: {exc}"
-        else:
-            if answer is not None:
-                reason = str(answer) or "unhealthy"
-    if scope.cancelled_caught:
-        timed_out = True
-        reason = f"timed out after {timeout:g}s"
-    return CheckResult(
-        name=name,
-        ok=reason is None,
-        reason=None if reason is None else _one_line(reason),
-        timed_out=timed_out,
-        duration=time.monotonic() - started,
-    )
+# -- running the checks ----------------------------------------------------------------------
 
 
 async def run_health_checks(
@@ -430,7 +225,7 @@ async def run_health_checks(
         slots[index] = await run_command_check(cmd, cwd=cwd, env=env)
 
     async def run_plugin(index: int, check: HealthCheck) -> None:
-        slots[index] = await _run_plugin_check(check, node_dir, version, timeout)
+        slots[index] = await run_plugin_check(check, node_dir, version, timeout)
 
     async with anyio.create_task_group() as tg:
         offset = 0
@@ -645,7 +440,7 @@ class UpdateHealthMonitor:
             return RollbackDecision(
                 version,
                 True,
-                _one_line("; ".join(reasons) or "unhealthy"),
+                one_line("; ".join(reasons) or "unhealthy"),
                 mark_bad=True,
                 regressions=tuple(regressions),
             )
@@ -670,7 +465,7 @@ class UpdateHealthMonitor:
 
     async def initiate_emergency_rollback(self, version: str, reason: str) -> RollbackDecision:
         """Decide an immediate rollback of ``version``; awaits ``on_rollback`` when set."""
-        decision = RollbackDecision(version, True, _one_line(reason), mark_bad=True, emergency=True)
+        decision = RollbackDecision(version, True, one_line(reason), mark_bad=True, emergency=True)
         if self.on_rollback is not None:
             await self.on_rollback(decision)
         return decision
@@ -680,111 +475,29 @@ class UpdateHealthMonitor:
 
 
 class CrashLoopGuard:
-    """Counts consecutive failed starts per version in a small JSON file (atomic writes).
+    """Abandons a version after ``max_failures`` consecutive failed starts.
 
-    A version that fails ``max_failures`` times in a row is abandoned: the caller rolls back
-    and does not retry it. A healthy start resets the count.
+    The count is the node state database's start-failure counter
+    (:meth:`~blackhole_sync.node.StateDB.record_start_failure`, the one the store and the
+    update manager count with); a healthy start resets it. The caller rolls back and does not
+    retry an abandoned version.
     """
 
-    def __init__(self, path: Path, max_failures: int = 3) -> None:
+    def __init__(self, state: StateDB, max_failures: int = 3) -> None:
         if max_failures < 1:
             raise ValueError("max_failures must be >= 1")
-        self.path = path
+        self.state = state
         self.max_failures = max_failures
 
-    def _load(self) -> dict[str, int]:
-        try:
-            data = json.loads(self.path.read_bytes()[: 1 << 20])
-        except FileNotFoundError:
-            return {}
-        except ValueError:
-            return {}  # a torn or foreign file: start counting again
-        if not isinstance(data, dict):
-            return {}
-        return {str(k): int(v) for k, v in data.items() if isinstance(v, int)}
-
-    def _save(self, counts: Mapping[str, int]) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(json.dumps(dict(counts), sort_keys=True).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-
     def failures(self, version: str) -> int:
-        return self._load().get(version, 0)
+        return self.state.start_failures(version)
 
     def record_start_failure(self, version: str) -> bool:
         """Count one failed start; True when the version is now abandoned."""
-        counts = self._load()
-        counts[version] = counts.get(version, 0) + 1
-        self._save(counts)
-        return counts[version] >= self.max_failures
+        return self.state.record_start_failure(version) >= self.max_failures
 
     def record_healthy(self, version: str) -> None:
-        counts = self._load()
-        if counts.pop(version, None) is not None:
-            self._save(counts)
+        self.state.reset_start_failures(version)
 
     def is_abandoned(self, version: str) -> bool:
         return self.failures(version) >= self.max_failures
-
-
-# -- service restart -------------------------------------------------------------------------
-
-
-async def run_restart_command(
-    argv: Sequence[str],
-    *,
-    timeout: float,  # noqa: ASYNC109 - the command's limit; its process group is killed
-    cwd: Path | None = None,
-    env: Mapping[str, str] | None = None,
-) -> CheckResult:
-    """Run the operator's configured restart command (no shell) under ``timeout``.
-
-    Unlike a health check, processes it leaves running (the restarted service) are not
-    killed after it exits; on timeout its whole process group is. Such a service should not
-    keep writing to the inherited stdout/stderr: the pipe is closed shortly after the command
-    exits.
-    """
-    name = "restart"
-    try:
-        outcome = await _run_process(
-            argv,
-            cwd=cwd if cwd is not None else Path.cwd(),
-            env=env,
-            timeout=timeout,
-            kill_group_after_exit=False,
-        )
-    except OSError as exc:
-        return CheckResult(name, False, _one_line(f"cannot start {argv[0]!r}: {exc}"))
-    return _result_from_outcome(name, outcome, timeout)
-
-
-async def restart_service(
-    plugin_manager: Any,
-    node_dir: Path,
-    version: str,
-    *,
-    restart_argv: Sequence[str] | None,
-    timeout: float = 120,  # noqa: ASYNC109 - the restart command's limit
-) -> str:
-    """Restart the node's service after a switch: the ``blackhole_sync_restart_service`` hook
-    first, then the configured command. Returns ``"plugin"``, ``"command"`` or ``"none"``;
-    raises :class:`InstallError` (one line) when the restart failed (the caller rolls back)."""
-    try:
-        handled = plugin_manager.hook.blackhole_sync_restart_service(
-            node_dir=node_dir, version=version
-        )
-    except Exception as exc:
-        raise InstallError(
-            _one_line(f"restart plugin failed: {type(exc).__name__}: {exc}")
-        ) from exc
-    if handled:
-        return "plugin"
-    if not restart_argv:
-        return "none"
-    result = await run_restart_command(restart_argv, timeout=timeout, cwd=node_dir)
-    if not result.ok:
-        raise InstallError(_one_line(f"restart command failed: {result.reason}"))
-    return "command"

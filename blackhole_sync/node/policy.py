@@ -1,5 +1,10 @@
 """Update policies: automatic, manual and critical handling, update windows, deferral.
 
+One concern, one module (over 700 lines): the policy models, the per-release state they are
+judged against and :func:`decide` are one decision procedure -- every field of the models is
+read by :func:`decide`, and the state records exactly what it asks about -- so they are kept
+together where one reading checks that each rule below is implemented once.
+
 The design's ``AutomaticUpdatePolicy``, ``ManualUpdatePolicy`` and ``CriticalUpdatePolicy``
 are frozen attrs classes here (snake_case fields), bundled by :class:`UpdatePolicy` with the
 node's ``mode``. :func:`decide` is pure: given a policy, a release, the time and the node's
@@ -42,7 +47,6 @@ import datetime as _dt
 import json
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Final, Literal, Protocol, TypeVar
@@ -51,6 +55,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import semver
 from attrs import define, field, frozen
 
+from .._fsutil import write_atomic
+from ..clock import utcnow
 from ..documents import UPDATE_TYPES
 from ..errors import ConflictError, FormatError
 
@@ -420,7 +426,7 @@ class PolicyState:
                 f"the maximum is {manual.max_deferral_count}"
             )
         if now is None:
-            now = _dt.datetime.now(_dt.UTC)
+            now = utcnow()
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         self.deferrals[version] = count + 1
@@ -535,19 +541,9 @@ class PolicyState:
         return cls.from_dict(obj, str(p))
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the state atomically (temporary file, fsync, ``os.replace``)."""
-        p = Path(path)
+        """Write the state atomically (temporary file, fsync, rename)."""
         data = json.dumps(self.to_dict(), sort_keys=True, indent=1).encode() + b"\n"
-        fd, tmp = tempfile.mkstemp(prefix=".policy-", dir=p.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, p)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(Path(path), data, mode=0o600)
 
 
 # -- decisions ------------------------------------------------------------------------------

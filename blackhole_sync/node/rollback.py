@@ -1,8 +1,9 @@
 """Rollback points: the previous version plus a consistent backup of the node's data.
 
 A rollback point is made by every install before anything in ``data/`` changes. It lives in
-``NODE/rollback/<id>/`` and holds ``point.json`` (previous version, version being installed,
-time) and ``data/``, a mirror of ``NODE/data``: SQLite databases (``*.db``, ``*.sqlite``,
+``NODE/rollback/<id>/`` (its previous version, the version being installed and its time are a
+row of the state database) and holds a :class:`StateBackup`: ``files.json`` (what was backed
+up) and ``data/``, a mirror of ``NODE/data``. SQLite databases (``*.db``, ``*.sqlite``,
 ``*.sqlite3`` with an SQLite header) are copied with the online backup API, so a database in
 use (WAL or not) is captured consistently; other files (configuration) are copied byte for
 byte. A point is written under a temporary name and renamed into place, so it exists whole or
@@ -12,31 +13,43 @@ Restoring rebuilds ``data/`` beside it (``NODE/.data-restore``) and swaps the di
 two renames; :func:`recover_data_dir` repairs a crash between them. Rolling back (switching
 ``current`` and restoring data) is journaled by the store and idempotent, see
 :meth:`NodeStore.rollback`.
+
+:class:`RollbackManager` implements the design's RollbackManager protocol
+(:class:`blackhole_sync.protocols.RollbackManager`: async ``create_rollback_point``,
+``perform_rollback``, ``backup_state``, ``restore_state``, ``prune_old_rollback_points``; sync
+``can_rollback``, ``get_rollback_versions``) over one node. The store's own transactions use
+its synchronous helpers (:meth:`~RollbackManager.new_point`, :meth:`~RollbackManager.restore`,
+:meth:`~RollbackManager.prune_points`, ...). It reaches the node through the small
+:class:`RollbackHost` protocol, which :class:`~blackhole_sync.node.NodeStore` satisfies, so this
+module never imports the store. A host's own RollbackManager keeps its points outside
+``NODE/rollback/``: recovery removes the directories there that the store does not know.
 """
 
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 import secrets
 import sqlite3
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import anyio.to_thread
 from attrs import frozen
 
 from .._fsutil import checkpoint, copy_file, fsync_dir, fsync_file, remove_tree, write_atomic
-from ..documents import format_time
+from ..clock import utcnow
+from ..documents import VersionInfo, format_time
 from ..errors import InstallError, NoSuchVersionError
-
-if TYPE_CHECKING:
-    from .store import NodeStore
+from .layout import NodeLayout
+from .state import StateDB
 
 __all__ = [
+    "RollbackHost",
     "RollbackManager",
     "RollbackPoint",
+    "RollbackResult",
     "StateBackup",
     "backup_data_dir",
     "is_sqlite_file",
@@ -72,6 +85,10 @@ class StateBackup:
 
 @frozen
 class RollbackPoint:
+    """A backup of ``data/`` taken while ``previous_version`` was current, before
+    ``for_version`` was installed. ``path`` holds a :class:`StateBackup` (for the store's own
+    points; a host's RollbackManager may use its own format there)."""
+
     id: int
     previous_version: str | None
     for_version: str
@@ -82,6 +99,15 @@ class RollbackPoint:
     @property
     def backup(self) -> StateBackup:
         return StateBackup.load(self.path)
+
+
+@frozen
+class RollbackResult:
+    """What :meth:`RollbackManager.perform_rollback` did."""
+
+    version: str  # now current
+    previous: str | None  # current before the rollback
+    restored_point: int | None  # the rollback point whose state was restored, if any
 
 
 def is_sqlite_file(path: Path) -> bool:
@@ -169,8 +195,7 @@ def _copy_tree(src: Path, dst: Path) -> None:
 def restore_data_dir(backup: StateBackup, data_dir: Path) -> None:
     """Replace ``data_dir`` by the backup's contents (crash-safe, see :func:`recover_data_dir`)."""
     parent = data_dir.parent
-    fresh = parent / ".data-restore"
-    old = parent / ".data-old"
+    fresh, old = NodeLayout.data_swap_dirs(data_dir)
     remove_tree(fresh)
     remove_tree(old)
     _copy_tree(backup.data, fresh)
@@ -187,86 +212,139 @@ def restore_data_dir(backup: StateBackup, data_dir: Path) -> None:
 def recover_data_dir(data_dir: Path) -> None:
     """Repair an interrupted :func:`restore_data_dir`: ``data_dir`` exists afterwards."""
     parent = data_dir.parent
-    old = parent / ".data-old"
+    fresh, old = NodeLayout.data_swap_dirs(data_dir)
     if not data_dir.exists() and old.exists():
         os.rename(old, data_dir)
         fsync_dir(parent)
-    remove_tree(parent / ".data-restore")
+    remove_tree(fresh)
     remove_tree(old)
     if not data_dir.exists():
         os.mkdir(data_dir, 0o755)
 
 
-class RollbackManager:
-    """The design's RollbackManager over one node store (see :class:`NodeStore`)."""
+class RollbackHost(Protocol):
+    """What a :class:`RollbackManager` needs from its node (:class:`NodeStore` provides it)."""
 
-    def __init__(self, store: NodeStore) -> None:
-        self._store = store
+    layout: NodeLayout
+    state: StateDB
+
+    def current_version(self) -> str | None: ...
+
+    def installed_versions(self) -> list[VersionInfo]: ...
+
+    def rollback_target(self) -> str: ...
+
+    def rollback(self, to_version: str | None = None, *, restore_data: bool = True) -> str: ...
+
+
+class RollbackManager:
+    """The design's RollbackManager over one node (see the module docstring)."""
+
+    def __init__(self, host: RollbackHost) -> None:
+        self._host = host
 
     @property
     def root(self) -> Path:
-        return self._store.path / "rollback"
+        return self._host.layout.rollback_dir
 
-    # -- versions ---------------------------------------------------------------------------
+    @property
+    def _state(self) -> StateDB:
+        return self._host.state
 
-    def rollback_versions(self) -> list[str]:
-        """Installed versions one can roll back to (not current, not marked bad), newest first."""
-        current = self._store.current_version()
-        infos = self._store.installed_versions()
-        return [
-            i.version
-            for i in reversed(infos)
-            if i.version != current and not self._store.is_bad(i.version)
-        ]
-
-    get_rollback_versions = rollback_versions
+    # -- the protocol (async where it does I/O) -----------------------------------------------
 
     def can_rollback(self) -> bool:
+        """True when the version current before this one is still installed."""
         try:
-            self._store.rollback_target()
+            self._host.rollback_target()
         except NoSuchVersionError:
             return False
         return True
 
-    def perform_rollback(self, target: str | None = None, *, restore_data: bool = True) -> str:
-        """Roll back to ``target`` (default: the previous version); the version now current."""
-        return self._store.rollback(target, restore_data=restore_data)
+    def get_rollback_versions(self) -> list[str]:
+        """Installed versions one can roll back to (not current, not marked bad), newest first."""
+        return self.rollback_versions()
 
-    # -- points ------------------------------------------------------------------------------
-
-    def create_rollback_point(
+    async def create_rollback_point(
         self, previous_version: str | None, for_version: str
     ) -> RollbackPoint:
         """Back up ``data/`` and record it as the way back from ``for_version``."""
-        conn = self._store.db
-        created = format_time(_dt.datetime.now(_dt.UTC))
-        tmp = self.root / f".tmp-{secrets.token_hex(8)}"
-        backup = backup_data_dir(self._store.data_dir, tmp)
-        with self._store.transaction():
-            cur = conn.execute(
-                "INSERT INTO rollback_points(previous_version, for_version, created, size, path)"
-                " VALUES (?, ?, ?, ?, '')",
-                (previous_version, for_version, created, backup.size),
+        return await anyio.to_thread.run_sync(self.new_point, previous_version, for_version)
+
+    async def perform_rollback(
+        self, target: str | None = None, *, restore_data: bool = True
+    ) -> RollbackResult:
+        """Make ``target`` (default: the previous version) current and restore the data saved
+        while it was current (journaled by the store: a crash is finished at the next open)."""
+        return await anyio.to_thread.run_sync(lambda: self.rollback_to(target, restore_data))
+
+    async def backup_state(self, dest: Path | None = None) -> StateBackup:
+        """A consistent copy of ``data/`` (default: a new ``manual-*`` dir under rollback/)."""
+        return await anyio.to_thread.run_sync(self.backup, dest)
+
+    async def restore_state(self, backup: StateBackup | RollbackPoint | Path) -> None:
+        """Put a backup or a rollback point's data back in place of ``data/``."""
+        await anyio.to_thread.run_sync(self.restore, backup)
+
+    async def prune_old_rollback_points(self, keep: int) -> None:
+        """Keep the ``keep`` newest rollback points."""
+        await anyio.to_thread.run_sync(self.prune_points, keep)
+
+    # -- versions (sync) ----------------------------------------------------------------------
+
+    def rollback_versions(self) -> list[str]:
+        """Installed versions one can roll back to (not current, not marked bad), newest first."""
+        current = self._host.current_version()
+        return [
+            i.version
+            for i in reversed(self._host.installed_versions())
+            if i.version != current and not self._state.is_bad(i.version)
+        ]
+
+    def rollback_to(self, target: str | None = None, restore_data: bool = True) -> RollbackResult:
+        """The synchronous :meth:`perform_rollback`."""
+        previous = self._host.current_version()
+        chosen = target or self._host.rollback_target()
+        point = self.restore_point_for(chosen, previous) if restore_data else None
+        version = self._host.rollback(chosen, restore_data=restore_data)
+        changed = version != previous
+        return RollbackResult(version, previous, point.id if point and changed else None)
+
+    # -- points (sync: what the store's transactions use) -------------------------------------
+
+    def new_point(self, previous_version: str | None, for_version: str) -> RollbackPoint:
+        """Back up ``data/`` into a new point (written under a temporary name, then renamed)."""
+        layout = self._host.layout
+        created = format_time(utcnow())
+        tmp = layout.rollback_point(f".tmp-{secrets.token_hex(8)}")
+        backup = backup_data_dir(layout.data_dir, tmp)
+        with self._state.transaction():
+            point_id = self._state.add_rollback_point(
+                previous_version, for_version, created, backup.size
             )
-            point_id = int(cur.lastrowid or 0)
-            final = self.root / str(point_id)
-            conn.execute("UPDATE rollback_points SET path=? WHERE id=?", (final.name, point_id))
+            final = layout.rollback_point(point_id)
+            self._state.set_rollback_point_path(point_id, final.name)
             os.rename(tmp, final)
             fsync_dir(self.root)
         return RollbackPoint(point_id, previous_version, for_version, created, final, backup.size)
 
     def rollback_points(self) -> list[RollbackPoint]:
-        rows = self._store.db.execute(
-            "SELECT id, previous_version, for_version, created, path, size FROM rollback_points"
-            " ORDER BY id"
-        ).fetchall()
-        return [RollbackPoint(r[0], r[1], r[2], r[3], self.root / r[4], r[5]) for r in rows]
+        """The store's own points, oldest first."""
+        return [
+            RollbackPoint(pid, prev, for_v, created, self.root / name, size)
+            for pid, prev, for_v, created, name, size in self._state.rollback_point_rows()
+        ]
 
     def get_point(self, point_id: int) -> RollbackPoint | None:
         for p in self.rollback_points():
             if p.id == point_id:
                 return p
         return None
+
+    def is_own(self, point: RollbackPoint) -> bool:
+        """True when ``point`` is one of this store's points (not a host manager's)."""
+        mine = self.get_point(point.id)
+        return mine is not None and mine.path == point.path
 
     def point_for(
         self, target: str | None, *, from_version: str | None = None
@@ -280,14 +358,19 @@ class RollbackManager:
                     return p
         return None
 
+    def restore_point_for(self, target: str, current: str | None) -> RollbackPoint | None:
+        """The point a rollback from ``current`` to ``target`` restores: the one taken when
+        ``current`` replaced ``target``, else the newest taken while ``target`` was current."""
+        return self.point_for(target, from_version=current) or self.point_for(target)
+
     def delete_point(self, point_id: int) -> None:
         point = self.get_point(point_id)
-        with self._store.transaction():
-            self._store.db.execute("DELETE FROM rollback_points WHERE id=?", (point_id,))
+        with self._state.transaction():
+            self._state.delete_rollback_point(point_id)
         if point is not None:
             remove_tree(point.path)
 
-    def prune_old_rollback_points(self, keep: int, *, protect: set[int] | None = None) -> list[int]:
+    def prune_points(self, keep: int, *, protect: set[int] | None = None) -> list[int]:
         """Keep the ``keep`` newest points and those in ``protect``; return the ids removed."""
         protect = protect or set()
         points = self.rollback_points()
@@ -300,26 +383,33 @@ class RollbackManager:
         return removed
 
     def cleanup_temporary(self) -> None:
-        """Remove half-written points (``.tmp-*``) and rows whose directory is gone."""
+        """Remove half-written points (``.tmp-*``), rows whose directory is gone, and
+        directories no row names (``manual-*`` backups are kept)."""
         if self.root.is_dir():
             for entry in os.scandir(self.root):
                 if entry.name.startswith(".tmp-"):
                     remove_tree(Path(entry.path))
         for p in self.rollback_points():
             if not p.path.is_dir():
-                with self._store.transaction():
-                    self._store.db.execute("DELETE FROM rollback_points WHERE id=?", (p.id,))
+                with self._state.transaction():
+                    self._state.delete_rollback_point(p.id)
+        known = {p.path.name for p in self.rollback_points()}
+        for name in os.listdir(self.root):
+            if name not in known and not name.startswith("manual-"):
+                remove_tree(self.root / name)
 
-    # -- state --------------------------------------------------------------------------------
+    # -- state (sync) -------------------------------------------------------------------------
 
-    def backup_state(self, dest: Path | None = None) -> StateBackup:
+    def backup(self, dest: Path | None = None) -> StateBackup:
         """A consistent backup of ``data/`` in ``dest`` (default: a new dir under rollback/)."""
         if dest is None:
-            dest = self.root / f"manual-{secrets.token_hex(6)}"
-        return backup_data_dir(self._store.data_dir, dest)
+            dest = self._host.layout.rollback_point(f"manual-{secrets.token_hex(6)}")
+        return backup_data_dir(self._host.layout.data_dir, dest)
 
-    def restore_state(self, backup: StateBackup | Path) -> None:
-        """Replace ``data/`` by a backup made with :meth:`backup_state` or a rollback point."""
-        if isinstance(backup, Path):
+    def restore(self, backup: StateBackup | RollbackPoint | Path) -> None:
+        """Replace ``data/`` by a backup made with :meth:`backup` or a rollback point's."""
+        if isinstance(backup, RollbackPoint):
+            backup = backup.backup
+        elif isinstance(backup, Path):
             backup = StateBackup.load(backup)
-        restore_data_dir(backup, self._store.data_dir)
+        restore_data_dir(backup, self._host.layout.data_dir)

@@ -42,12 +42,7 @@ from attrs import define, frozen
 from ..documents import Command
 from ..errors import SandboxError
 from ..fetch import HealthCheck
-from .health import (
-    CheckResult,
-    _one_line,
-    _run_plugin_check,
-    _run_process,
-)
+from .commands import CheckResult, one_line, run_plugin_check, run_process
 
 __all__ = [
     "DEFAULT_MEMORY_LIMIT",
@@ -125,7 +120,7 @@ class TestResult:
         if self.passed:
             return None
         parts = [f"{a.kind}: {a.detail}" for a in self.anomalies] or ["failed"]
-        return _one_line("sandbox self-test failed: " + "; ".join(parts))
+        return one_line("sandbox self-test failed: " + "; ".join(parts))
 
 
 @frozen
@@ -497,7 +492,7 @@ class UpdateSandbox:
             "argv": list(argv),
             "env": env,
         }
-        outcome = await _run_process(
+        outcome = await run_process(
             [sys.executable, "-c", _LAUNCHER, json.dumps(spec)],
             cwd=sandbox.tree,
             env=None,
@@ -565,14 +560,14 @@ class UpdateSandbox:
                     anomalies.append(Anomaly("isolation", iso.describe()))
         checks: list[CheckResult] = []
         for check in self.checks:
-            checked = await _run_plugin_check(check, sandbox.root, version, self.check_timeout)
+            checked = await run_plugin_check(check, sandbox.root, version, self.check_timeout)
             checks.append(checked)
             if not checked.ok:
                 anomalies.append(Anomaly("check", f"{checked.name}: {checked.reason}"))
         tail = outcome.output.decode("utf-8", "replace").strip().splitlines()[-1:]
         if anomalies and tail and anomalies[0].kind in ("exit-status", "signal"):
             first = anomalies[0]
-            anomalies[0] = Anomaly(first.kind, _one_line(f"{first.detail}: {tail[0]}", 300))
+            anomalies[0] = Anomaly(first.kind, one_line(f"{first.detail}: {tail[0]}", 300))
         result = TestResult(
             passed=not anomalies,
             exit_code=None if timed_out else exit_code,

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from .client import (
     HTTP_TRANSPORT_SPEC,
     CertificateVerificationError,
@@ -19,16 +21,44 @@ from .client import (
 )
 from .limits import ClientLimits, ServerLimits
 from .ratelimit import StallDetector, TokenBucket
-from .server import (
-    RepositoryServer,
-    RunningServer,
-    ServerStats,
-    make_app,
-    serve_repository,
-    server_tls_context,
-)
+
+if TYPE_CHECKING:
+    from .server import (
+        RepositoryServer,
+        RunningServer,
+        ServerStats,
+        make_app,
+        serve_repository,
+        server_tls_context,
+    )
 
 __version__ = "0.1.0"
+
+#: Names of the server module, imported on first use: a process that only downloads does not
+#: pay for ``aiohttp.web``.
+_SERVER_NAMES = frozenset(
+    {
+        "RepositoryServer",
+        "RunningServer",
+        "ServerStats",
+        "make_app",
+        "serve_repository",
+        "server_tls_context",
+    }
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SERVER_NAMES:
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_SERVER_NAMES})
+
 
 __all__ = [
     "HTTP_TRANSPORT_SPEC",

@@ -42,6 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         help="requests served at once (more get 503)",
     )
     parser.add_argument(
+        "--max-per-client",
+        type=int,
+        default=ServerLimits().max_requests_per_client,
+        help="requests served at once to one client address, or IPv6 /64 (more get 429); "
+        "behind a reverse proxy, set it to --max-concurrent",
+    )
+    parser.add_argument(
         "--tls-cert", type=Path, metavar="PEM", help="serve HTTPS with this certificate (chain)"
     )
     parser.add_argument(
@@ -67,7 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         except (ValueError, OSError, ssl.SSLError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-    limits = ServerLimits(max_concurrent_requests=args.max_concurrent)
+    try:
+        limits = ServerLimits(
+            max_concurrent_requests=args.max_concurrent,
+            max_requests_per_client=args.max_per_client,
+        )
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         anyio.run(_run, args.repo, args.host, args.port, limits, tls)
     except OSError as e:

@@ -57,8 +57,9 @@ __all__ = [
     "client_tls_context",
 ]
 
-_CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
-_UNSATISFIED_RANGE = re.compile(r"bytes \*/(\d+)")
+# Bounded digits: a hostile server's 5000-digit position is a mismatch, not a ValueError.
+_CONTENT_RANGE = re.compile(r"bytes ([0-9]{1,19})-([0-9]{1,19})/([0-9]{1,19}|\*)")
+_UNSATISFIED_RANGE = re.compile(r"bytes \*/([0-9]{1,19})")
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _MAX_REDIRECTS = 5
 
@@ -165,8 +166,15 @@ class HttpTransport(BaseTransport):
                 "disabled; trust a private CA with ca_file instead"
             )
         self._client_cert = options.get("cert_file") is not None
-        self._ssl: ssl.SSLContext = client_tls_context(
-            options.get("ca_file"), options.get("cert_file"), options.get("key_file")
+        tls_files = [options.get(name) for name in ("ca_file", "cert_file", "key_file")]
+        # With files, the context is built now so that an unusable file fails here, and it is
+        # used for every request (a plain http source redirecting to https keeps the private
+        # CA and the client certificate). Without files it is built on the first https
+        # request: loading the system trust store costs a tenth of a second that an http-only
+        # process never needs.
+        self._tls_files: tuple[str | None, ...] = tuple(tls_files)
+        self._ssl: ssl.SSLContext | None = (
+            client_tls_context(*tls_files) if any(f is not None for f in tls_files) else None
         )
         self.bucket: TokenBucket | None = None
         if self.limits.rate_limit is not None:
@@ -186,7 +194,6 @@ class HttpTransport(BaseTransport):
             connector = aiohttp.TCPConnector(
                 limit=self.limits.max_connections,
                 limit_per_host=self.limits.max_connections_per_host,
-                ssl=self._ssl,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -196,10 +203,26 @@ class HttpTransport(BaseTransport):
                     sock_connect=self.limits.connect_timeout,
                 ),
                 auto_decompress=False,
+                # The response buffer holds up to twice this before aiohttp stops reading
+                # the socket: a whole chunk arrives while the sink takes the previous one.
                 read_bufsize=max(self.limits.chunk_size, 64 * 1024),
                 headers=self._headers,
             )
         return self._session
+
+    def _tls_for(self, url: str) -> ssl.SSLContext | bool:
+        """The TLS context for a request to ``url`` (and the redirects it follows).
+
+        ``True`` -- aiohttp's own verifying context: certificate chain and host name checked
+        against the system store, TLS 1.2 minimum -- only stands for a plain ``http`` request
+        of a transport configured without TLS files, where it can only apply to an https
+        redirect target and is then as strict as :func:`client_tls_context`.
+        """
+        if self._ssl is None:
+            if not _is_https(url):
+                return True
+            self._ssl = client_tls_context(*self._tls_files)
+        return self._ssl
 
     async def __aenter__(self) -> Self:
         return self
@@ -278,7 +301,11 @@ class HttpTransport(BaseTransport):
         try:
             with anyio.fail_after(self.limits.response_timeout):
                 response = await session.get(
-                    url, headers=headers, allow_redirects=True, max_redirects=_MAX_REDIRECTS
+                    url,
+                    headers=headers,
+                    allow_redirects=True,
+                    max_redirects=_MAX_REDIRECTS,
+                    ssl=self._tls_for(url),
                 )
         except TimeoutError as e:
             raise SourceUnavailableError(f"{url}: no response headers in time") from e
@@ -378,14 +405,19 @@ class HttpTransport(BaseTransport):
         limit = max_length + 1 if state.end is None else state.end
         while offset < limit:
             want = min(limits.chunk_size, limit - offset)
-            block = b""
-            with anyio.move_on_after(stall.deadline()):
-                block = await content.read(want)
-                if not block:
-                    return  # end of body
+            # Bytes aiohttp already buffered are taken without a wait (and without a timer);
+            # only an empty buffer waits, for at most the rest of the stall window.
+            block = content.read_nowait(want)
             if not block:
-                stall.check()  # a whole window without a byte: raises unless the rate was met
-                continue
+                if content.at_eof():
+                    return  # end of body
+                with anyio.move_on_after(stall.deadline()):
+                    block = await content.read(want)
+                    if not block:
+                        return  # end of body
+                if not block:
+                    stall.check()  # a whole window without a byte: raises unless the rate was met
+                    continue
             self.stats.bytes_received += len(block)
             if offset < state.position:  # a server that ignored Range: skip what we hold
                 skip = min(len(block), state.position - offset)

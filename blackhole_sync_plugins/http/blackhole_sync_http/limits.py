@@ -19,13 +19,38 @@ class ServerLimits:
 
     #: Requests served at once; more are answered ``503`` with ``Retry-After``.
     max_concurrent_requests: int = field(default=64, validator=validators.gt(0))
+    #: Requests served at once to one client: an IPv4 address, or an IPv6 /64 (what one host
+    #: gets); more are answered ``429`` with ``Retry-After``. A client transport opens at most
+    #: ``ClientLimits.max_connections_per_host`` (8) connections to a server. Behind a reverse
+    #: proxy every request comes from the proxy's address: raise it to
+    #: ``max_concurrent_requests`` there.
+    max_requests_per_client: int = field(default=8, validator=validators.gt(0))
+    #: Seconds a response may wait on a client that accepts no byte at all (it stopped reading
+    #: and the socket buffers are full) before its connection is aborted and its slot freed.
+    write_timeout: float = field(default=30.0, validator=validators.gt(0.0))
+    #: A client must accept at least ``min_send_rate`` bytes per second of the time the server
+    #: waits on it, over each ``send_rate_window`` seconds, or its connection is aborted and
+    #: its slot freed (a slow-read attack); 0: no minimum rate (``write_timeout`` still holds).
+    #: The default equals the client's own stall floor (``ClientLimits.stall_min_rate``).
+    min_send_rate: int = field(default=4096, validator=validators.ge(0))
+    send_rate_window: float = field(default=30.0, validator=validators.gt(0.0))
+    #: Longest ``Range`` header accepted, in characters; longer ones are answered ``400``.
+    max_range_header: int = field(default=256, validator=validators.gt(0))
+    #: Most ranges in one ``Range`` header; more are answered ``416`` (RFC 9110 section
+    #: 15.5.17: an excessive number of ranges). Several ranges are otherwise ignored (the whole
+    #: file is served: multipart responses are not offered).
+    max_ranges: int = field(default=8, validator=validators.gt(0))
+    #: Most digits in a ``Range`` position (leading zeros aside); longer ones are answered
+    #: ``400``. 19 digits reach past any file size (2**63).
+    max_range_digits: int = field(default=19, validator=validators.gt(0))
     #: Bytes read from disk and written to the socket per step.
     chunk_size: int = field(default=256 * 1024, validator=validators.gt(0))
     #: Seconds given to in-flight responses on shutdown before connections are closed.
     shutdown_timeout: float = field(default=5.0, validator=validators.ge(0.0))
     #: Seconds a client has to send its request headers; idle keep-alive connections close.
     keepalive_timeout: float = field(default=15.0, validator=validators.ge(0.0))
-    #: Longest request line / header accepted (aiohttp refuses longer ones with 400).
+    #: Longest request line, and longest header line, accepted (aiohttp refuses longer ones
+    #: with 400).
     max_line_size: int = field(default=8190, validator=validators.gt(0))
     #: Seconds a client is told to wait when the server is busy.
     retry_after: int = field(default=1, validator=validators.gt(0))

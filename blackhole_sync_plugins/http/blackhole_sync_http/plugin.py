@@ -4,15 +4,17 @@ group as ``http``."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from blackhole_sync import TransportSpec
 
 from .client import HTTP_TRANSPORT_SPEC
-from .server import RepositoryServer
 from .webhook import WebhookChannel, webhook_from_config
+
+if TYPE_CHECKING:
+    from .server import RepositoryServer
 
 __all__ = [
     "blackhole_sync_notification_channels",
@@ -33,6 +35,8 @@ def blackhole_sync_transports() -> list[TransportSpec]:
 @hookimpl
 def blackhole_sync_server() -> RepositoryServer:
     """The repository origin server that ``blackhole-sync serve`` runs."""
+    from .server import RepositoryServer  # aiohttp.web only where a server is wanted
+
     return RepositoryServer()
 
 

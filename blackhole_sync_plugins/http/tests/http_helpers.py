@@ -52,7 +52,8 @@ class HostileMirror:
     ``mode``: ``cut`` (serves ``data`` honouring Range, but drops the connection after a random
     number of bytes per response), ``stall`` (headers, then silence), ``endless`` (headers
     without a length, then bytes forever), ``garbage`` (not HTTP at all), ``forbidden``
-    (403 for everything, as an object store answers for a key it does not hold).
+    (403 for everything, as an object store answers for a key it does not hold), ``huge_range``
+    (206 with a 4400-digit Content-Range position).
     """
 
     def __init__(self, mode: str, data: bytes = b"", *, seed: int = 1) -> None:
@@ -119,6 +120,13 @@ class HostileMirror:
             b"HTTP/1.1 403 Forbidden\r\nContent-Length: 13\r\nConnection: close\r\n\r\nAccessDenied\n"
         )
 
+    async def _huge_range(self, stream: SocketStream, head: bytes) -> None:
+        digits = b"9" * 4400  # past int()'s 4300-digit limit, within aiohttp's 8190-byte line
+        await stream.send(
+            b"HTTP/1.1 206 Partial Content\r\nContent-Range: bytes %s-1/*\r\n"
+            b"Content-Length: 10\r\nConnection: close\r\n\r\n0123456789" % digits
+        )
+
     async def _garbage(self, stream: SocketStream, head: bytes) -> None:
         await stream.send(b"\x00\xffSSH-2.0-definitely not http\r\n" * 50)
 
@@ -141,3 +149,35 @@ async def wait_until(predicate: Callable[[], bool]) -> None:
     with anyio.fail_after(10):
         while not predicate():  # noqa: ASYNC110
             await anyio.sleep(0.01)
+
+
+class Reply:
+    """A raw HTTP/1.1 reply: status, lower-cased headers, body."""
+
+    def __init__(self, raw: bytes) -> None:
+        head, _, self.body = raw.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        self.status = int(lines[0].split()[1])
+        self.headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+
+
+async def raw_request(url: str, target: str, *, method: str = "GET", headers: str = "") -> Reply:
+    """Send ``target`` byte for byte (no client-side normalisation) and read the reply."""
+    host, port = url.removeprefix("http://").split(":")
+    async with await anyio.connect_tcp(host, int(port)) as stream:
+        await stream.send(
+            f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n".encode(
+                "latin-1"
+            )
+        )
+        raw = b""
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    raw += await stream.receive()
+                except (anyio.EndOfStream, anyio.BrokenResourceError):
+                    break
+    return Reply(raw)

@@ -23,7 +23,7 @@ from blackhole_sync.errors import (
     StallError,
 )
 from blackhole_sync.fetch.transport import Locator, VerifyingSink, fetch_with_fallback
-from blackhole_sync.testing import CHECKS, TransportUnderTest, check_transport
+from blackhole_sync.testing import TransportUnderTest, check_transport
 
 pytestmark = pytest.mark.anyio
 
@@ -59,7 +59,15 @@ async def test_http_transport_passes_conformance(repo: Repo) -> None:
                 lambda: Locator.url(f"{server.url}/blobs/{'0' * 64}"),
             )
 
-    assert await check_transport(make) == [n for n in CHECKS if n != "publish"]
+    # No publish, announce, validator or query: HTTP fetches (and resumes) only.
+    assert await check_transport(make) == [
+        "fetch",
+        "length_cap",
+        "missing",
+        "range",
+        "cancellation",
+        "close",
+    ]
 
 
 async def test_download_cut_at_random_points_resumes_without_resending(
@@ -213,6 +221,17 @@ async def test_mirror_answering_garbage_falls_back(tmp_path: Path, task_group: T
     assert got == blob
     assert [type(e) for e in failures] == [SourceUnavailableError]
     assert mirror.requests == 2  # tried once, retried once, then abandoned
+
+
+async def test_mirror_sending_a_4400_digit_content_range_is_a_download_error(
+    task_group: TaskGroup,
+) -> None:
+    mirror = await start_mirror(task_group, HostileMirror("huge_range"))
+    buffer, sink = verifying_sink(content(1000))
+    async with HttpTransport(retries=0) as transport:
+        with pytest.raises(DownloadError, match="Content-Range we did not ask for"):
+            await transport.fetch(Locator.url(f"{mirror.url}/blob"), sink, max_length=1000)
+    assert buffer.getvalue() == b""
 
 
 async def test_object_store_403_for_a_missing_key_means_not_found(task_group: TaskGroup) -> None:

@@ -11,39 +11,9 @@ import anyio
 import pytest
 from blackhole_sync_http import ServerLimits, serve_repository
 from blackhole_sync_http.server import IMMUTABLE, NO_CACHE
-from http_helpers import Repo, content, wait_until
+from http_helpers import Repo, content, raw_request, wait_until
 
 pytestmark = pytest.mark.anyio
-
-
-class Reply:
-    def __init__(self, raw: bytes) -> None:
-        head, _, self.body = raw.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        self.status = int(lines[0].split()[1])
-        self.headers = {}
-        for line in lines[1:]:
-            name, _, value = line.partition(":")
-            self.headers[name.strip().lower()] = value.strip()
-
-
-async def raw_request(url: str, target: str, *, method: str = "GET", headers: str = "") -> Reply:
-    """Send ``target`` byte for byte (no client-side normalisation) and read the reply."""
-    host, port = url.removeprefix("http://").split(":")
-    async with await anyio.connect_tcp(host, int(port)) as stream:
-        await stream.send(
-            f"{method} {target} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n".encode(
-                "latin-1"
-            )
-        )
-        raw = b""
-        with anyio.fail_after(10):
-            while True:
-                try:
-                    raw += await stream.receive()
-                except (anyio.EndOfStream, anyio.BrokenResourceError):
-                    break
-    return Reply(raw)
 
 
 async def test_serves_every_document_of_the_layout(repo: Repo) -> None:
