@@ -34,7 +34,6 @@ import anyio.to_thread
 from . import protocols
 from ._fsutil import hash_file
 from .clock import utcnow
-from .codecs import delta as _delta
 from .documents import (
     Envelope,
     NodeStatusDoc,
@@ -469,7 +468,9 @@ class UpdateManager:
 
     def _codecs(self) -> dict[str, Any]:
         """Built-in patch codecs plus those plugins register (blackhole_sync_patch_codecs)."""
-        return _delta.codec_table(
+        from .codecs import codec_table
+
+        return codec_table(
             codec for result in self.plugins.hook.blackhole_sync_patch_codecs() for codec in result
         )
 

@@ -85,11 +85,6 @@ def test_node_status_loads_neither_the_release_side_nor_a_network_stack(
     assert not {m for m in modules if m.split(".")[0] in ("aiohttp", "blackhole_sync_http")}
 
 
-@pytest.mark.xfail(
-    reason="manager.py imports codecs.delta at module level, and codecs/__init__ loads every "
-    "codec eagerly (outside the command line)",
-    strict=False,
-)
 def test_node_status_loads_no_delta_codec(tmp_path: Path, node: Path) -> None:
     modules = loaded_by(tmp_path, "node", "status", str(node), "--json")
     assert "blackhole_sync.codecs.delta" not in modules
