@@ -23,6 +23,7 @@ PUBLIC_MODULES = sorted(
 COMPLETE = [
     "blackhole_sync.errors",
     "blackhole_sync.fetch.hookspecs",
+    "blackhole_sync.documents.announcement",
     "blackhole_sync.documents.artifacts",
     "blackhole_sync.documents.canonical",
     "blackhole_sync.documents.envelope",

@@ -4,7 +4,7 @@ in-memory signing, the trusted state machine, and version ordering.
 Modules, bottom up: ``signing`` (keys, signatures, thresholds), ``canonical`` (strict parse,
 canonical bytes), ``fields`` (field readers, shared value rules, ``MetaFile``), ``envelope`` (the
 signed envelope), the documents (``root``, ``index``, ``artifacts`` and ``release``,
-``governance``, ``node_documents``; ``registry`` lists them by type), ``trust`` (the trusted
+``governance``, ``node_documents``, ``announcement``; ``registry`` lists them by type), ``trust`` (the trusted
 state machine) and ``versions`` (ordering and compatibility). Import from this package, not
 from the modules: the split between them may change. (Key files are still read and written in
 ``signing``; that I/O leaves this package in a later issue.)
@@ -12,6 +12,7 @@ from the modules: the split between them may change. (Key files are still read a
 
 from __future__ import annotations
 
+from .announcement import MAX_ANNOUNCEMENT_BYTES, Announcement
 from .artifacts import Artifact, DeltaRecord, Encryption, Member, Recipient, Unpack
 from .canonical import MAX_DEPTH, MAX_INT, MAX_SIZES, canonical_bytes, strict_loads
 from .envelope import Envelope
@@ -71,6 +72,7 @@ from .versions import (
 )
 
 __all__ = [
+    "Announcement",
     "Artifact",
     "CONFIG_SCOPES",
     "Command",
@@ -87,6 +89,7 @@ __all__ = [
     "Index",
     "IndexChannel",
     "KEY_FILE_MAX",
+    "MAX_ANNOUNCEMENT_BYTES",
     "MAX_DEPTH",
     "MAX_INT",
     "MAX_ROOT_ROTATIONS",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from .announcement import Announcement
 from .governance import HaltDoc, Proposal, RolloutPlan
 from .index import Index
 from .node_documents import HealthReport, NodeStatusDoc, Vote
@@ -31,5 +32,6 @@ DOCUMENT_TYPES: Mapping[str, Any] = {
         Vote,
         HealthReport,
         NodeStatusDoc,
+        Announcement,
     )
 }

@@ -261,11 +261,7 @@ class RepositoryClient:
 
     async def fetch_manifest(self, state: TrustedState, version: str) -> bytes:
         """Fetch and verify the manifest of ``version``; returns its bytes."""
-        index = state.require_index()
-        listed = index.all_releases().get(version)
-        if listed is None:
-            state.update_manifest(version, b"")  # raises the precise refusal (withdrawn/unlisted)
-            raise AssertionError("unreachable")
+        listed = state.listed_manifest(version)  # the entry, or the precise refusal
         security: SecurityError | None = None
         download: Exception | None = None
         for source in self.sources:

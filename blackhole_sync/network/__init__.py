@@ -1,4 +1,27 @@
-"""Network coordination: the peer-message decision, consensus, phased rollout, compatibility
-and network metrics (filled by the coordination work)."""
+"""Network coordination: the peer-message gate, announcements, and (growing) consensus, phased
+rollout, compatibility and network metrics."""
 
-__all__: list[str] = []
+from __future__ import annotations
+
+from .announce import make_announcement, make_announcements
+from .messages import (
+    GOVERNANCE_KINDS,
+    KINDS,
+    NODE_KINDS,
+    Decided,
+    PeerMessageGate,
+    SeqFloors,
+    sign_node_document,
+)
+
+__all__ = [
+    "GOVERNANCE_KINDS",
+    "KINDS",
+    "NODE_KINDS",
+    "Decided",
+    "PeerMessageGate",
+    "SeqFloors",
+    "make_announcement",
+    "make_announcements",
+    "sign_node_document",
+]
