@@ -3,9 +3,17 @@
 Each cycle opens the node (taking its lock only for the cycle, so operator commands such as
 ``node status`` or ``node confirm`` get in between), runs
 :meth:`UpdateManager.sync_with_network`, and sleeps ``check_interval`` seconds (or until the
-next time the policy asked to be consulted, whichever is sooner). SIGTERM and SIGINT stop it
-cleanly: a download stops at once, while an install in progress runs to its end (commit or
-rollback; the store's journal would finish or undo it on the next start anyway).
+next time the policy asked to be consulted, whichever is sooner) -- unless the peer network
+wakes it first. SIGTERM and SIGINT stop it cleanly: a download stops at once, while an install
+in progress runs to its end (commit or rollback; the store's journal would finish or undo it
+on the next start anyway).
+
+The peer side (:class:`~blackhole_sync.network.PeerNetwork`, when a peer-to-peer transport is
+installed and ``[network] peer_to_peer`` is on) lives as long as the agent: it catches up on
+start (asks peers for the newest announcement), listens for announcements -- one the gate
+accepts whose index is newer than the node's wakes the agent for a check recorded with
+``trigger: "announce"`` -- and broadcasts the node's signed status every
+``[network] status_interval`` seconds and after each install.
 
 Each cycle first watches the current version's health
 (:meth:`UpdateManager.confirm_current_health`): it is marked good once its health window has
@@ -18,30 +26,43 @@ from __future__ import annotations
 import logging
 import signal
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from .clock import utcnow_precise
 from .errors import BlackholeSyncError, NodeLockedError
 
+if TYPE_CHECKING:
+    from .fetch import PluginHost
+    from .network import Decided, PeerNetwork
+
 __all__ = ["run_agent", "run_cycle"]
 
 log = logging.getLogger(__name__)
 
 
-async def run_cycle(node_dir: Path) -> tuple[str, float | None]:
+async def run_cycle(
+    node_dir: Path,
+    *,
+    trigger: str = "poll",
+    plugins: PluginHost | None = None,
+    peers: PeerNetwork | None = None,
+) -> tuple[str, float | None]:
     """One check-and-act cycle. Returns (summary, seconds until the policy wants a look)."""
     from .manager import UpdateManager
 
-    async with UpdateManager(node_dir) as manager:
+    async with UpdateManager(node_dir, plugins=plugins, peers=peers) as manager:
         health = await manager.confirm_current_health()
         if health in ("unhealthy", "abandoned"):
             return f"current version {health}", None
-        result = await manager.sync_with_network()
+        result = await manager.sync_with_network(trigger=trigger)
         if result.error is not None:
             return f"check failed: {result.error}", None
         if result.installed is not None:
             r = result.installed
+            if peers is not None and peers.active:
+                await manager.broadcast_update_status()
             return f"installed {r.version} ({r.method}, {r.bytes_fetched} bytes)", None
         if result.decision is None:
             held = manager.held_versions()
@@ -56,13 +77,118 @@ async def run_cycle(node_dir: Path) -> tuple[str, float | None]:
         return f"{decision.version}: {decision.action} ({decision.reason})", wait
 
 
-async def run_agent(node_dir: Path, *, once: bool = False, interval: int | None = None) -> None:
+class _Wake:
+    """The agent's alarm clock: the next cycle starts at the timeout or when rung."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+        self.reason = "poll"
+
+    def ring(self, reason: str) -> None:
+        self.reason = reason
+        self._event.set()
+
+    async def wait(self, timeout: float) -> str:
+        with anyio.move_on_after(timeout):
+            await self._event.wait()
+        reason = self.reason if self._event.is_set() else "poll"
+        self._event = anyio.Event()
+        self.reason = "poll"
+        return reason
+
+
+def open_peer_network(node_dir: Path, plugins: PluginHost) -> PeerNetwork:
+    """The node's peer network: its installed peer transports, its identity, and the gate
+    over its trusted root and persisted seq floors (not started: use ``async with``)."""
+    from .documents import TrustedState, load_private_key
+    from .network import PeerMessageGate, PeerNetwork
+    from .node import NodeConfig, NodeLayout, StateDB, TrustStore
+
+    layout = NodeLayout(node_dir)
+    config = NodeConfig.from_file(layout.config)
+    trust = TrustStore(layout)
+    roots: dict[bytes, Any] = {}
+
+    def root() -> Any:  # re-read when the trusted root was rotated by a check
+        data = trust.root_bytes()
+        if data not in roots:
+            roots.clear()
+            roots[data] = TrustedState(data).root
+        return roots[data]
+
+    floors = StateDB.open(layout.state_db)
+    gate = PeerMessageGate(root, floors)
+    identity = load_private_key(layout.identity_key)
+    options: dict[str, Any] = {
+        "network_id": root().network_id,
+        "identity_key": identity.seed,
+        "state_root": layout.root,
+        "loopback_only": config.network.loopback_only,
+        "node_config": config.to_dict(),
+    }
+    specs = plugins.transport_specs() if config.network.peer_to_peer else []
+    return PeerNetwork(specs, gate, options)
+
+
+async def _listen(peers: PeerNetwork, node_dir: Path, wake: _Wake) -> None:
+    """Wake the agent when the gate accepts an announcement of an index newer than ours."""
+    from .documents import Envelope, Index
+    from .node import NodeLayout, TrustStore
+
+    trust = TrustStore(NodeLayout(node_dir))
+
+    def trusted_version() -> int:
+        data = trust.index_bytes()
+        if data is None:
+            return 0
+        return Envelope.from_bytes(data, expected_type="index").parse(Index.from_dict).version
+
+    def consider(decided: Decided) -> None:
+        if decided.kind == "announcement" and decided.document.index_version > trusted_version():
+            log.info("announcement of index %d: checking now", decided.document.index_version)
+            wake.ring("announce")
+
+    for decided in await peers.catch_up("announcement"):
+        consider(decided)
+    async for decided in peers.messages(["announcement"]):
+        consider(decided)
+
+
+async def _broadcast_status(peers: PeerNetwork, node_dir: Path, plugins: PluginHost) -> None:
+    from .manager import UpdateManager
+    from .node import NodeConfig, NodeLayout
+
+    interval = NodeConfig.from_file(NodeLayout(node_dir).config).network.status_interval
+    while True:
+        try:
+            async with UpdateManager(node_dir, plugins=plugins, peers=peers) as manager:
+                await manager.broadcast_update_status()
+        except NodeLockedError:
+            pass  # a cycle holds the node; the next round will tell
+        except BlackholeSyncError as exc:
+            log.warning("status broadcast failed: %s", exc)
+        await anyio.sleep(interval)
+
+
+async def run_agent(
+    node_dir: Path,
+    *,
+    once: bool = False,
+    interval: int | None = None,
+    plugins: PluginHost | None = None,
+) -> None:
     """Run cycles until SIGTERM/SIGINT (or once)."""
+    from contextlib import AsyncExitStack
+
+    from .fetch import make_plugin_manager
     from .node import NodeConfig, NodeLayout
 
     config = NodeConfig.from_file(NodeLayout(node_dir).config)
     period = float(interval or config.check_interval)
-    async with anyio.create_task_group() as tg:
+    plugins = plugins or make_plugin_manager(load_entrypoints=True)
+    wake = _Wake()
+    async with AsyncExitStack() as stack:
+        tg = await stack.enter_async_context(anyio.create_task_group())
 
         async def stop_on_signal() -> None:
             with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -72,10 +198,19 @@ async def run_agent(node_dir: Path, *, once: bool = False, interval: int | None 
                     return
 
         tg.start_soon(stop_on_signal)
+        peers: PeerNetwork | None = None
+        if not once:
+            peers = await stack.enter_async_context(open_peer_network(node_dir, plugins))
+            if peers.active:
+                tg.start_soon(_listen, peers, node_dir, wake)
+                tg.start_soon(_broadcast_status, peers, node_dir, plugins)
+        trigger = "start"
         while True:
             wait: float | None = None
             try:
-                summary, wait = await run_cycle(node_dir)
+                summary, wait = await run_cycle(
+                    node_dir, trigger=trigger, plugins=plugins, peers=peers
+                )
                 print(f"{utcnow_precise():%Y-%m-%dT%H:%M:%SZ} {summary}", flush=True)
             except NodeLockedError:
                 print("node busy (another command holds its lock); will retry", flush=True)
@@ -86,4 +221,4 @@ async def run_agent(node_dir: Path, *, once: bool = False, interval: int | None 
             if once:
                 tg.cancel_scope.cancel()
                 return
-            await anyio.sleep(min(period, wait) if wait is not None else period)
+            trigger = await wake.wait(min(period, wait) if wait is not None else period)

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -81,6 +81,9 @@ from .node import (
 )
 from .protocols import SyncResult, UpdateInfo, UpdatePackage, UpdateResult, UpdateStatus
 
+if TYPE_CHECKING:
+    from .network import PeerNetwork
+
 __all__ = [
     "MAX_START_FAILURES",
     "init_node",
@@ -113,6 +116,7 @@ class UpdateManager:
         transport_options: Mapping[str, Any] | None = None,
         deltas: bool | None = None,
         progress: Callable[[Any], None] | None = None,
+        peers: PeerNetwork | None = None,
         version_manager: protocols.VersionManager
         | Callable[[UpdateManager], protocols.VersionManager]
         | None = None,
@@ -125,6 +129,7 @@ class UpdateManager:
         version manager's with this manager, the rollback manager's with the store); see
         :mod:`blackhole_sync.protocols` for what each is asked and when."""
         self.node_dir = Path(node_dir)
+        self._peers = peers
         self._version_manager_arg = version_manager
         self._rollback_manager_arg = rollback_manager
         self._version_manager: protocols.VersionManager | None = None
@@ -317,7 +322,9 @@ class UpdateManager:
 
     # -- the design's operations --------------------------------------------------------------
 
-    async def check_for_updates(self, *, persist: bool = True) -> list[UpdateInfo]:
+    async def check_for_updates(
+        self, *, persist: bool = True, trigger: str = "request"
+    ) -> list[UpdateInfo]:
         """Refresh and verify metadata from the sources; return newer releases, best first.
 
         Newly verified metadata is saved whether or not an update exists (with ``persist``
@@ -340,6 +347,11 @@ class UpdateManager:
         if persist:
             self._save_trust()
         self.store.set_meta("last_check", format_time(state.reference_time))
+        index_version = state.index.version if state.index is not None else None
+        self.store.set_meta(
+            "last_check_detail",
+            json.dumps({"trigger": trigger, "index_version": index_version}, sort_keys=True),
+        )
         ordered = sorted(infos, key=lambda i: (i.priority, version_key(i.version)), reverse=True)
         self._emit("checked", None, available=[i.version for i in ordered])
         return ordered
@@ -442,6 +454,7 @@ class UpdateManager:
             releases=lambda: self._releases_between(current, update.version),
             identity_key=self.identity_key,
             on_error=lambda message: self.metrics.record_error(message),
+            delta_memory_budget=self.config.delta_memory_budget,
         )
         use_deltas = self.config.deltas if self._deltas is None else self._deltas
         self._emit("downloading", update.version)
@@ -464,6 +477,7 @@ class UpdateManager:
             staged.method,
             staged.bytes_fetched,
             current,
+            staged.reason,
         )
 
     def _codecs(self) -> dict[str, Any]:
@@ -566,7 +580,12 @@ class UpdateManager:
         self._save_metrics()
         self.policy_state().forget(package.version)
         result = UpdateResult(
-            package.version, previous, package.method, package.bytes_fetched, duration
+            package.version,
+            previous,
+            package.method,
+            package.bytes_fetched,
+            duration,
+            package.method_reason,
         )
         self._emit("installed", package.version, result=result.to_dict())
         if self.store.layout.mirror_dir.is_dir():  # keep the edge cache (`node serve`) current
@@ -634,7 +653,15 @@ class UpdateManager:
             held_versions=tuple(self.held_versions()),
             policy=self.config.policy_summary(),
             metrics=self._last_metrics(),
+            last_check=self._last_check(),
         )
+
+    def _last_check(self) -> dict[str, Any] | None:
+        when = self.store.get_meta("last_check")
+        if when is None:
+            return None
+        detail = json.loads(self.store.get_meta("last_check_detail") or "{}")
+        return {"time": when, **detail}
 
     def policy_state(self) -> PolicyState:
         """The policy's per-release state, bound to the store: changes persist at once."""
@@ -651,10 +678,14 @@ class UpdateManager:
         raw = self.store.get_meta("last_update_metrics")
         return {} if raw is None else dict(json.loads(raw))
 
-    async def sync_with_network(self) -> SyncResult:
-        """One agent tick: check, let the policy decide, and act on the decision."""
+    async def sync_with_network(self, *, trigger: str = "poll") -> SyncResult:
+        """One agent tick: check, let the policy decide, and act on the decision.
+
+        ``trigger`` says what started the check ("poll", "announce", "start"); it is recorded
+        with the check (``node status``'s ``last_check``).
+        """
         try:
-            infos = await self.check_for_updates()
+            infos = await self.check_for_updates(trigger=trigger)
         except BlackholeSyncError as exc:
             self.metrics.record_error(str(exc))
             return SyncResult((), None, error=str(exc))
@@ -695,7 +726,9 @@ class UpdateManager:
                 log.exception("notification channel %s failed", getattr(channel, "name", "?"))
 
     async def broadcast_update_status(self, status: UpdateStatus | None = None) -> bytes:
-        """Sign this node's status and hand it to plugins (e.g. gossip). Returns the bytes."""
+        """Sign this node's status and spread it: over the peer network the manager was given
+        (``peers``: gossip, IPFS pubsub) and to the ``blackhole_sync_broadcast_status`` hook's
+        implementations. Returns the signed bytes."""
         status = status or self.get_update_status()
         seq = int(self.store.get_meta("status_seq") or "0") + 1
         self.store.set_meta("status_seq", str(seq))
@@ -710,6 +743,8 @@ class UpdateManager:
             state=status.state,
         )
         envelope = Envelope.sign(doc.to_dict(), [key])
+        if self._peers is not None and self._peers.active:
+            await self._peers.announce("status", envelope.raw)
         self.plugins.hook.blackhole_sync_broadcast_status(status=doc.to_dict(), signed=envelope.raw)
         return envelope.raw
 

@@ -111,6 +111,7 @@ class UpdatePackage:
     method: str  # "full" | "delta"
     bytes_fetched: int
     from_version: str | None
+    method_reason: str = ""  # why artifacts came whole although deltas were on
 
 
 @frozen
@@ -120,12 +121,14 @@ class UpdateResult:
     method: str
     bytes_fetched: int
     duration_s: float
+    method_reason: str = ""  # why artifacts came whole although deltas were on
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": self.version,
             "previous": self.previous,
             "method": self.method,
+            "method_reason": self.method_reason,
             "bytes_fetched": self.bytes_fetched,
             "duration_s": round(self.duration_s, 3),
         }
@@ -146,6 +149,9 @@ class UpdateStatus:
     held_versions: tuple[str, ...]
     policy: Mapping[str, Any]
     metrics: Mapping[str, Any]
+    #: The last check: its time, what triggered it ("request", "poll", "announce", "start")
+    #: and the index version it ended with; None before the first check.
+    last_check: Mapping[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -162,6 +168,7 @@ class UpdateStatus:
             "held_versions": list(self.held_versions),
             "policy": dict(self.policy),
             "metrics": dict(self.metrics),
+            "last_check": None if self.last_check is None else dict(self.last_check),
         }
 
 

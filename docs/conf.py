@@ -17,3 +17,7 @@ autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
 exclude_patterns = ["_build"]
 html_theme = "alabaster"
+# The design's protocols share their names with the library's implementations
+# (blackhole_sync.protocols.UpdateManager vs blackhole_sync.manager.UpdateManager): type hints
+# naming them resolve to either, which Sphinx reports as ambiguous. Both targets are right.
+suppress_warnings = ["ref.python"]

@@ -141,8 +141,12 @@ class TransportPool:
         spec.check_api()
         transport = self._instances.get(spec.name)
         if transport is None:
+            options = dict(self._options)
+            state_root = options.pop("state_root", None)
+            if state_root is not None:  # each transport owns NODE/<its name>/
+                options["state_dir"] = Path(state_root) / spec.name
             try:
-                inner = spec.factory(**self._options)
+                inner = spec.factory(**options)
             except BlackholeSyncError:
                 raise
             except Exception as exc:

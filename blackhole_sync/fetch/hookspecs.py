@@ -150,7 +150,7 @@ class Hooks:
 
     @hookspec
     def blackhole_sync_migrations(self, from_version: str | None, to_version: str) -> Sequence[Any]:
-        """Provide schema migrations (:class:`~blackhole_sync.documents.metadata.Migration`) for a
+        """Provide schema migrations (:class:`~blackhole_sync.documents.release.Migration`) for a
         version change, run after the manifest's own ones, in ``from_schema`` order.
 
         .. versionadded:: 0.1

@@ -528,6 +528,13 @@ class GuardedTransport:
             raise self._wrap(exc, "close") from exc
 
     async def __aenter__(self) -> Self:
+        """Start the transport (a P2P transport brings up its host here)."""
+        try:
+            await self.inner.__aenter__()
+        except BlackholeSyncError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "start") from exc
         return self
 
     async def __aexit__(
@@ -603,11 +610,14 @@ STANDARD_OPTIONS: Mapping[str, str] = {
     "message_validator": "the core's MessageValidator: decides every inbound peer message",
     "network_id": "the network's id: peer-to-peer transports keep networks apart by it",
     "identity_key": "the node's 32-byte ed25519 seed: its peer identity (libp2p peer id)",
-    "state_dir": "a directory this transport owns for its state (NODE/<transport name>/)",
     "loopback_only": "True: listen and connect on 127.0.0.1 only; no UPnP, NAT-PMP, LSD, "
     "mDNS, public bootstrap or DHT routers (tests, benchmarks, the demo)",
     "listen": "addresses to listen on (transport-specific strings)",
     "bootstrap": "peers to connect to first (transport-specific strings)",
+    "state_dir": "a directory this transport owns (NODE/<transport name>/; the pool derives it "
+    "from state_root)",
+    "node_config": "the node's config.toml as plain tables: a plugin reads its own table "
+    "([gossip], [bittorrent], [ipfs]...)",
     "ca_file": "PEM bundle of CAs to trust for TLS instead of the system store",
     "cert_file": "PEM client certificate for mutual TLS",
     "key_file": "the client certificate's private key",

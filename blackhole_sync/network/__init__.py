@@ -4,6 +4,7 @@ rollout, compatibility and network metrics."""
 from __future__ import annotations
 
 from .announce import make_announcement, make_announcements
+from .peers import PEER_CAPABILITIES, PeerNetwork
 from .messages import (
     GOVERNANCE_KINDS,
     KINDS,
@@ -18,6 +19,8 @@ __all__ = [
     "GOVERNANCE_KINDS",
     "KINDS",
     "NODE_KINDS",
+    "PEER_CAPABILITIES",
+    "PeerNetwork",
     "Decided",
     "PeerMessageGate",
     "SeqFloors",

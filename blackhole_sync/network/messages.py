@@ -32,11 +32,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from attrs import frozen
 
+from .._fsutil import sha256_hex
 from ..clock import utcnow
 from ..documents import (
     MAX_ANNOUNCEMENT_BYTES,
@@ -71,6 +73,9 @@ NODE_KINDS = frozenset({"status", "health"})
 GOVERNANCE_KINDS = frozenset({"halt", "rollout", "proposal"})
 #: Every kind the gate knows; anything else is rejected.
 KINDS = frozenset({"announcement"}) | NODE_KINDS | GOVERNANCE_KINDS
+
+#: Accepted payloads the gate remembers for :meth:`PeerMessageGate.accepted`.
+RECENT = 4096
 
 #: Size caps per kind, before anything is parsed (a gossip message is small).
 _CAPS: Mapping[str, int] = {
@@ -115,8 +120,9 @@ class PeerMessageGate:
 
     ``root()`` returns the currently trusted root (its keys, roles and network id);
     ``floors`` persists seq floors (:class:`~blackhole_sync.node.StateDB` does); ``clock``
-    gives the reference time for expiry. ``accepted`` hears every accepted message, after the
-    floor was raised (the agent uses it to wake up on an announcement).
+    gives the reference time for expiry. ``on_accept`` hears every accepted message, after the
+    floor was raised. The gate remembers the last :data:`RECENT` accepted payloads, so a
+    consumer can ask :meth:`accepted` whether a delivered message really was accepted.
     """
 
     def __init__(
@@ -125,13 +131,14 @@ class PeerMessageGate:
         floors: SeqFloors,
         *,
         clock: Callable[[], _dt.datetime] = utcnow,
-        accepted: Callable[[Decided], None] | None = None,
+        on_accept: Callable[[Decided], None] | None = None,
     ) -> None:
         self._root = root
         self._floors = floors
         self._clock = clock
-        self._accepted = accepted
+        self._on_accept = on_accept
         self._lock = threading.Lock()
+        self._recent: OrderedDict[tuple[str, str], Decided] = OrderedDict()
         self.counts: dict[str, int] = {"accept": 0, "reject": 0, "ignore": 0}
 
     def __call__(self, message: PeerMessage) -> Verdict:
@@ -142,9 +149,18 @@ class PeerMessageGate:
         with self._lock:
             decided = self._decide(message)
             self.counts[decided.verdict.value] += 1
-        if decided.verdict is Verdict.ACCEPT and self._accepted is not None:
-            self._accepted(decided)
+            if decided.verdict is Verdict.ACCEPT:
+                self._recent[(message.kind, sha256_hex(message.payload))] = decided
+                while len(self._recent) > RECENT:
+                    self._recent.popitem(last=False)
+        if decided.verdict is Verdict.ACCEPT and self._on_accept is not None:
+            self._on_accept(decided)
         return decided
+
+    def accepted(self, message: PeerMessage) -> Decided | None:
+        """The gate's acceptance of exactly this message, if it accepted it recently."""
+        with self._lock:
+            return self._recent.get((message.kind, sha256_hex(message.payload)))
 
     # -- the decision ---------------------------------------------------------------------------
 

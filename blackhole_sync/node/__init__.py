@@ -2,6 +2,12 @@
 migrations, health checks, sandbox, configuration and update policy.
 
 Names load lazily (PEP 562): importing the package costs nothing until a name
+is used, so a command imports only the modules it needs.
+
+Names load lazily (PEP 562): importing the package costs nothing until a name
+is used, so a command imports only the modules it needs.
+
+Names load lazily (PEP 562): importing the package costs nothing until a name
 is used, so a command imports only the modules it needs."""
 
 from __future__ import annotations
@@ -35,13 +41,16 @@ _EXPORTS: dict[str, str] = {
     "InstallHooks": "hooks",
     "InstallResult": "install",
     "IsolationStatus": "sandbox",
+    "KEEP_VERSIONS": "blobs",
     "MODES": "policy",
     "ManualUpdatePolicy": "policy",
+    "NetworkSettings": "config",
     "NodeAttributes": "config",
     "NodeConfig": "config",
     "NodeLayout": "layout",
     "NodeStore": "store",
     "OUTPUT_LIMIT": "commands",
+    "PLUGIN_TABLES": "config",
     "PerformanceComparison": "health",
     "PolicyState": "policy",
     "Regression": "health",
@@ -70,6 +79,7 @@ _EXPORTS: dict[str, str] = {
     "WebhookSettings": "config",
     "apply_config_changes": "migrations",
     "backup_data_dir": "rollback",
+    "blob_digests": "blobs",
     "check_tree": "tree",
     "check_tree_shape": "tree",
     "checkpoint": "store",
@@ -79,9 +89,12 @@ _EXPORTS: dict[str, str] = {
     "default_config_text": "config",
     "dumps_toml": "config",
     "is_sqlite_file": "rollback",
+    "keep_blob": "blobs",
+    "kept_blobs": "blobs",
     "load_config": "config",
     "place_archive": "tree",
     "place_file": "tree",
+    "prune_blobs": "blobs",
     "read_config": "migrations",
     "read_config_document": "config",
     "read_node_attributes": "config",
@@ -116,6 +129,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static names for type checkers
+    from .blobs import (
+        KEEP_VERSIONS as KEEP_VERSIONS,
+        blob_digests as blob_digests,
+        keep_blob as keep_blob,
+        kept_blobs as kept_blobs,
+        prune_blobs as prune_blobs,
+    )
     from .commands import (
         OUTPUT_LIMIT as OUTPUT_LIMIT,
         CheckResult as CheckResult,
@@ -125,7 +145,9 @@ if TYPE_CHECKING:  # static names for type checkers
     )
     from .config import (
         CONFIG_FILE as CONFIG_FILE,
+        PLUGIN_TABLES as PLUGIN_TABLES,
         Commands as Commands,
+        NetworkSettings as NetworkSettings,
         NodeAttributes as NodeAttributes,
         NodeConfig as NodeConfig,
         WebhookSettings as WebhookSettings,

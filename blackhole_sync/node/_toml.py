@@ -3,6 +3,8 @@ a document in place (comments kept). The configuration's schema is in config.py.
 
 from __future__ import annotations
 
+import json
+
 import datetime as _dt
 import math
 import re
@@ -186,6 +188,16 @@ class Table:
         if not isinstance(value, Mapping):
             self._wrong(name, "a table", value)
         return Table(value, self.where, self.key(name))
+
+    def raw_table(self, name: str) -> dict[str, Any]:
+        """The table ``name`` as parsed, for a plugin to validate (plain data, copied)."""
+        value = self._get(name)
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            self._wrong(name, "a table", value)
+        copied: dict[str, Any] = json.loads(json.dumps(value, default=str))
+        return copied
 
     def build(self, cls: Callable[..., T], **kwargs: Any) -> T:
         """Construct ``cls``; its validators' ValueErrors become ConfigurationErrors."""

@@ -22,6 +22,7 @@ Layout (every key optional except ``sources``; durations are whole seconds)::
     check_interval = 3600         # seconds between checks by `node run`
     bandwidth_limit = 0           # bytes per second, 0 = unlimited
     deltas = true                 # fetch delta patches when possible
+    delta_memory_budget = 1073741824  # bytes: a patch needing more to apply -> full download
     keep_versions = 3             # installed versions kept by pruning
 
     [node]        region, node_type
@@ -69,6 +70,8 @@ from .policy import (
 
 __all__ = [
     "CONFIG_FILE",
+    "NetworkSettings",
+    "PLUGIN_TABLES",
     "Commands",
     "NodeAttributes",
     "NodeConfig",
@@ -83,6 +86,9 @@ __all__ = [
 
 #: Refuse configuration files larger than this.
 MAX_CONFIG_BYTES: Final = 1024 * 1024
+#: Default ``delta_memory_budget``: the most memory (bytes) applying one patch may need; a
+#: patch chain needing more is not taken and the artifact is downloaded whole.
+DEFAULT_DELTA_MEMORY_BUDGET: Final = 1024 * 1024 * 1024
 
 _CHANNEL_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
@@ -158,6 +164,25 @@ class TLSSettings:
 
 
 @frozen
+class NetworkSettings:
+    """``[network]``: the node's peer-to-peer side (gossip, the DHT, IPFS pubsub).
+
+    ``loopback_only`` keeps every peer-to-peer stack on 127.0.0.1: no UPnP, NAT-PMP, LSD, mDNS,
+    public bootstrap or DHT routers (tests, benchmarks and the demo set it). ``peer_to_peer``
+    false runs no peer transport at all. ``status_interval``: seconds between the signed status
+    documents the agent broadcasts.
+    """
+
+    loopback_only: bool = False
+    peer_to_peer: bool = True
+    status_interval: int = 300
+
+
+#: Top-level tables of config.toml that belong to transport plugins.
+PLUGIN_TABLES = ("gossip", "bittorrent", "ipfs", "http")
+
+
+@frozen
 class NodeConfig:
     """Everything in ``config.toml``. Build with :meth:`from_toml` / :func:`load_config`."""
 
@@ -174,6 +199,11 @@ class NodeConfig:
     commands: Commands = field(factory=Commands)
     webhook: WebhookSettings = field(factory=WebhookSettings)
     tls: TLSSettings = field(factory=TLSSettings)
+    delta_memory_budget: int = DEFAULT_DELTA_MEMORY_BUDGET
+    network: NetworkSettings = field(factory=lambda: NetworkSettings())
+    #: Tables owned by transport plugins (``[gossip]``, ``[bittorrent]``, ``[ipfs]``...): kept
+    #: as parsed and handed to the plugins, which validate their own settings.
+    plugin_tables: Mapping[str, Any] = field(factory=dict)
 
     # -- convenience ---------------------------------------------------------------------
 
@@ -222,13 +252,13 @@ class NodeConfig:
         return self.commands.health_window
 
     def self_test_command(self) -> Command | None:
-        """``[commands] self_test`` as a :class:`~blackhole_sync.documents.metadata.Command`, or None."""
+        """``[commands] self_test`` as a :class:`~blackhole_sync.documents.release.Command`, or None."""
         if not self.commands.self_test:
             return None
         return Command(self.commands.self_test, timeout=self.commands.health_timeout)
 
     def health_command(self) -> Command | None:
-        """``[commands] health`` as a :class:`~blackhole_sync.documents.metadata.Command`, or None.
+        """``[commands] health`` as a :class:`~blackhole_sync.documents.release.Command`, or None.
 
         Its ``window`` is ``health_window`` (None when 0: check once).
         """
@@ -282,6 +312,9 @@ class NodeConfig:
         check_interval = top.integer("check_interval", 3600, minimum=1)
         bandwidth_limit = top.integer("bandwidth_limit", 0)
         deltas = top.boolean("deltas", True)
+        delta_memory_budget = top.integer(
+            "delta_memory_budget", DEFAULT_DELTA_MEMORY_BUDGET, minimum=0
+        )
         keep_versions = top.integer("keep_versions", 3, minimum=1)
 
         node_t = top.table("node")
@@ -391,6 +424,14 @@ class NodeConfig:
         if tls.key_file and not tls.cert_file:
             tls_t.fail("key_file", "a key_file needs a cert_file")
         tls_t.finish()
+        net_t = top.table("network")
+        network = NetworkSettings(
+            loopback_only=net_t.boolean("loopback_only", False),
+            peer_to_peer=net_t.boolean("peer_to_peer", True),
+            status_interval=net_t.integer("status_interval", 300, minimum=1),
+        )
+        net_t.finish()
+        plugin_tables = {name: top.raw_table(name) for name in PLUGIN_TABLES if name in data}
         top.finish()
 
         return cls(
@@ -407,6 +448,9 @@ class NodeConfig:
             commands=commands,
             webhook=webhook,
             tls=tls,
+            delta_memory_budget=delta_memory_budget,
+            network=network,
+            plugin_tables=plugin_tables,
         )
 
     # -- writing -------------------------------------------------------------------------
@@ -424,6 +468,7 @@ class NodeConfig:
             "check_interval": self.check_interval,
             "bandwidth_limit": self.bandwidth_limit,
             "deltas": self.deltas,
+            "delta_memory_budget": self.delta_memory_budget,
             "keep_versions": self.keep_versions,
             "node": {"region": self.node.region, "node_type": self.node.node_type},
             "policy": {
@@ -474,6 +519,12 @@ class NodeConfig:
                 "cert_file": self.tls.cert_file,
                 "key_file": self.tls.key_file,
             },
+            "network": {
+                "loopback_only": self.network.loopback_only,
+                "peer_to_peer": self.network.peer_to_peer,
+                "status_interval": self.network.status_interval,
+            },
+            **{name: dict(table) for name, table in self.plugin_tables.items()},
         }
 
     def to_toml(self) -> str:
@@ -611,6 +662,9 @@ check_interval = {cfg.check_interval}
 bandwidth_limit = {cfg.bandwidth_limit}
 # Fetch delta patches instead of whole artifacts when possible.
 deltas = {v(cfg.deltas)}
+# Most memory (bytes) applying one delta patch may take; above it the node downloads the
+# artifact whole (and says so in its log and the update's report).
+delta_memory_budget = {cfg.delta_memory_budget}
 # Installed versions kept when pruning (at least 1).
 keep_versions = {cfg.keep_versions}
 
@@ -691,5 +745,17 @@ timeout = {v(cfg.webhook.timeout)}
 ca_file = ""
 cert_file = ""
 key_file = ""
+
+[network]
+# The peer-to-peer side run by `node run` (gossip, the DHT, IPFS pubsub, when installed).
+# loopback_only keeps every stack on 127.0.0.1 (no UPnP, NAT-PMP, LSD, mDNS, public bootstrap
+# or DHT routers): for tests and local demos. peer_to_peer = false runs none of them.
+loopback_only = {v(cfg.network.loopback_only)}
+peer_to_peer = {v(cfg.network.peer_to_peer)}
+# Seconds between the signed status documents the agent broadcasts.
+status_interval = {v(cfg.network.status_interval)}
+
+# Each transport plugin reads its own table: [gossip] listen / bootstrap, [bittorrent],
+# [ipfs] (see each plugin's README).
 """
     return text

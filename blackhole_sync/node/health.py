@@ -3,7 +3,7 @@
 Two kinds of checks run after ``current`` points at a new version (how each runs is in
 commands.py):
 
-- the release's own health :class:`~blackhole_sync.documents.metadata.Command` (an argv, never a
+- the release's own health :class:`~blackhole_sync.documents.release.Command` (an argv, never a
   shell), in its own process group under its timeout; the whole group is killed afterwards;
 - plugin checks (:class:`~blackhole_sync.fetch.hookspecs.HealthCheck` objects from the
   ``blackhole_sync_health_checks`` hook), each under its own timeout; an exception from a

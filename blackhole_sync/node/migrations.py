@@ -1,6 +1,6 @@
 """Schema updates of the node's SQLite database and network configuration updates.
 
-Schema migrations (:class:`~blackhole_sync.documents.metadata.Migration`) come from release manifests or
+Schema migrations (:class:`~blackhole_sync.documents.release.Migration`) come from release manifests or
 from plugins (the ``blackhole_sync_migrations`` hook). :class:`SchemaMigrator` orders them into
 one contiguous chain from the database's ``PRAGMA user_version`` and runs the chain **on a copy**
 made with SQLite's online backup API. The original database file is never written: it stays
@@ -8,7 +8,7 @@ intact and readable until the install commits (the store renames the migrated co
 after the chain succeeded, and keeps a backup in the rollback point), so a crash or a rollback
 always finds a database with a consistent schema.
 
-Configuration changes (:class:`~blackhole_sync.documents.metadata.ConfigChange`) apply to a JSON file
+Configuration changes (:class:`~blackhole_sync.documents.release.ConfigChange`) apply to a JSON file
 (``data/config.json``) by dotted key. A change applies only to nodes in its scope (global, a
 region, a node type); one whose effective date is in the future is kept pending in
 ``config.pending.json`` beside it and applied by a later call once due; each applied change is

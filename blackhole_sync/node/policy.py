@@ -99,7 +99,7 @@ class DeferralLimitError(ConflictError):
 class ReleaseLike(Protocol):
     """What :func:`decide` and :func:`select_update` read from a release.
 
-    :class:`~blackhole_sync.documents.metadata.ReleaseManifest` satisfies it.
+    :class:`~blackhole_sync.documents.release.ReleaseManifest` satisfies it.
     """
 
     @property

@@ -7,16 +7,25 @@ platform, cheapest way first:
 2. with deltas on, an artifact is rebuilt from the installed one by the cheapest chain of
    patches the :class:`~blackhole_sync.codecs.UpdateOptimizer` finds over every verified
    manifest between the two versions; an unpacked archive is rebuilt member by member;
-3. otherwise its blob is fetched whole (decrypted when encrypted to this node) and placed.
+3. otherwise its blob is fetched whole -- decompressed (bounded by the signed length) when it
+   travels compressed, decrypted when encrypted to this node -- and placed.
+
+A chain is not taken when a patch's codec is missing or unavailable on this node, when
+applying it would need more memory than the node's ``delta_memory_budget`` (the apply
+worker's bound, :meth:`~blackhole_sync.codecs.ApplyLimits.memory_needed`), or when the
+chain costs more than 80 % of the full blob; the node then logs why and reports it
+(:attr:`StagedRelease.reason`, the update's ``method_reason``).
 
 Every step's output is checked against signed metadata before the next one reads it (source,
 patch and output hashes for a patch; the artifact's sha256 for a placed file), and a failed
-delta falls back to the full download. Nothing here touches ``current``: the install
-transaction (:mod:`blackhole_sync.node.install`) takes the staged tree from here.
+delta falls back to the full download. Fetched transfer blobs and patches are kept in
+``NODE/blobs`` (:mod:`blackhole_sync.node.blobs`) for peers. Nothing here touches ``current``:
+the install transaction (:mod:`blackhole_sync.node.install`) takes the staged tree from here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -31,15 +40,18 @@ from attrs import frozen
 
 from .._fsutil import hash_file, replace
 from ..codecs import (
+    ApplyLimits,
     AvailableUpdates,
     DeltaEdge,
     UpdateOptimizer,
     apply_patch,
+    decompress_file,
     decrypt_file,
 )
 from ..documents import Artifact, PrivateKey, ReleaseManifest, compare_versions
-from ..errors import LengthOrHashMismatchError, PatchError
+from ..errors import LengthOrHashMismatchError, NoSuchVersionError, PatchError
 from ..fetch import RepositoryClient
+from .blobs import blob_digests, keep_blob, prune_blobs
 from .store import NodeStore
 
 __all__ = ["IDENTITY_CODEC", "ReleaseStager", "StagedRelease"]
@@ -63,6 +75,8 @@ class StagedRelease:
     method: str  # "full" | "delta" | "mixed" ("delta" also when nothing needed fetching)
     bytes_fetched: int
     duration_s: float
+    #: why artifacts were fetched whole with deltas on ("" when every one came by delta)
+    reason: str = ""
 
 
 class ReleaseStager:
@@ -71,6 +85,8 @@ class ReleaseStager:
     ``codecs`` is the patch-codec table (built-in and plugin codecs); ``releases()`` returns
     the verified manifests a patch chain may pass through; ``identity_key()`` the node key
     that decrypts releases encrypted to it; ``on_error`` hears about a delta that fell back.
+    ``delta_memory_budget``: a patch whose apply needs more (bytes; None: no budget) is not
+    taken; ``limits``: the apply worker's bounds.
     """
 
     def __init__(
@@ -84,6 +100,8 @@ class ReleaseStager:
         releases: Callable[[], Iterable[ReleaseManifest]],
         identity_key: Callable[[], PrivateKey],
         on_error: Callable[[str], None] = lambda _message: None,
+        delta_memory_budget: int | None = None,
+        limits: ApplyLimits | None = None,
     ) -> None:
         self.store = store
         self.client = client
@@ -93,6 +111,8 @@ class ReleaseStager:
         self.releases = releases
         self.identity_key = identity_key
         self.on_error = on_error
+        self.delta_memory_budget = delta_memory_budget
+        self.limits = limits or ApplyLimits()
 
     async def stage(
         self, manifest: ReleaseManifest, current: str | None, *, deltas: bool
@@ -101,11 +121,13 @@ class ReleaseStager:
         no staging directory behind."""
         started = time.monotonic()
         artifacts = manifest.artifacts_for(self.platform, self.arch)
+        self._prune_blobs(manifest, current)
         need = self.store.required_space(manifest, platform=self.platform, arch=self.arch)
         self.store.check_space(need + sum(a.blob.length for a in artifacts))
         tree = self.store.new_staging_dir()
         work = self.store.new_staging_dir()
         methods: set[str] = set()
+        reasons: list[str] = []
         try:
             for artifact in artifacts:
                 if current is not None and await self._stage_from_installed(
@@ -113,14 +135,19 @@ class ReleaseStager:
                 ):
                     methods.add("local")
                     continue
-                done = False
+                done, why = False, ""
                 if deltas and current is not None and artifact.encryption is None:
-                    done = await self._stage_by_delta(
+                    done, why = await self._stage_by_delta(
                         self.client, manifest, artifact, current, tree, work
                     )
+                elif deltas and current is not None:
+                    why = "encrypted artifacts have no patches"
                 if done:
                     methods.add("delta")
                 else:
+                    if why:
+                        log.info("%s: downloading it whole: %s", artifact.name, why)
+                        reasons.append(f"{artifact.name}: {why}")
                     await self._stage_full(self.client, artifact, tree, work)
                     methods.add("full")
         except BaseException:
@@ -133,8 +160,25 @@ class ReleaseStager:
         else:
             method = "full" if "delta" not in fetched else "mixed"
         return StagedRelease(
-            tree, work, method, self.client.stats.bytes_fetched, time.monotonic() - started
+            tree,
+            work,
+            method,
+            self.client.stats.bytes_fetched,
+            time.monotonic() - started,
+            "; ".join(reasons),
         )
+
+    def _prune_blobs(self, manifest: ReleaseManifest, current: str | None) -> None:
+        """Keep the blobs of the current, the previous and the staged version; drop the rest."""
+        versions = [current]
+        with contextlib.suppress(NoSuchVersionError):
+            versions.append(self.store.rollback_target())
+        manifests = [manifest]
+        for version in versions:
+            if version is not None:
+                with contextlib.suppress(OSError, NoSuchVersionError):
+                    manifests.append(self.store.stored_manifest(version))
+        prune_blobs(self.store.layout, blob_digests(manifests))
 
     async def _stage_from_installed(
         self, artifact: Artifact, current: str, tree: Path, work: Path
@@ -166,6 +210,21 @@ class ReleaseStager:
                 lambda: decrypt_file(blob, plain, artifact, self.identity_key())
             )
             blob.unlink()
+        elif artifact.transfer is not None:
+            transfer = artifact.transfer
+            plain = work / f"plain-{artifact.sha256}"
+            digest, _length = await anyio.to_thread.run_sync(
+                lambda: decompress_file(
+                    blob, plain, codec=transfer.codec, output_length=artifact.length
+                )
+            )
+            if digest != artifact.sha256:
+                plain.unlink()
+                raise LengthOrHashMismatchError(
+                    f"{artifact.name}: the transfer blob does not decode to the signed bytes"
+                )
+            keep_blob(self.store.layout, blob, transfer.sha256)
+            blob.unlink()
         if artifact.unpack is not None:
             await anyio.to_thread.run_sync(self.store.stage_archive, plain, artifact, tree)
         else:
@@ -179,8 +238,8 @@ class ReleaseStager:
         current: str,
         tree: Path,
         work: Path,
-    ) -> bool:
-        """Rebuild ``artifact`` from the installed version plus patches. False: use a full fetch."""
+    ) -> tuple[bool, str]:
+        """Rebuild ``artifact`` from the installed version plus patches: (done, why not)."""
         old_dir = self.store.version_dir(current)
         table = self.codecs
         try:
@@ -194,17 +253,45 @@ class ReleaseStager:
                 if d.artifact == artifact.name and d.from_version == current
             }
             if not records:
-                return False
-            return await self._rebuild_unpacked(
+                return False, "no published patch from the installed version"
+            why = self._unusable_member_patches(records.values())
+            if why:
+                return False, why
+            done = await self._rebuild_unpacked(
                 client, artifact, records, old_dir, tree, work, table
             )
+            return done, "" if done else "a changed member has no patch"
         except (PatchError, LengthOrHashMismatchError, FileNotFoundError) as exc:
             log.warning(
                 "delta for %s failed (%s); falling back to a full download", artifact.name, exc
             )
             self.on_error(f"delta {artifact.name}: {exc}")
             (tree / artifact.name).unlink(missing_ok=True)
-            return False
+            return False, f"the patch failed: {exc}"
+
+    def _optimizer(self, table: Mapping[str, Any]) -> UpdateOptimizer:
+        return UpdateOptimizer(
+            table=table, apply_memory_budget=self.delta_memory_budget, limits=self.limits
+        )
+
+    def _unusable_member_patches(self, records: Iterable[Any]) -> str:
+        """Why the member patches of an unpacked archive cannot all be applied ("" if they can)."""
+        optimizer = self._optimizer(self.codecs)
+        for record in records:
+            if record.codec == IDENTITY_CODEC:
+                continue
+            edge = DeltaEdge(
+                record.from_version,
+                record.from_version,
+                record.patch.length,
+                record.codec,
+                record.source.length,
+                record.output_length,
+            )
+            why: dict[str, str] = {}
+            if not optimizer.usable(edge, why):
+                return "; ".join(why.values())
+        return ""
 
     async def _apply_chain(
         self,
@@ -216,7 +303,7 @@ class ReleaseStager:
         tree: Path,
         work: Path,
         table: Mapping[str, Any],
-    ) -> bool:
+    ) -> tuple[bool, str]:
         """Reach ``artifact`` by the cheapest chain of patches the optimizer finds.
 
         Edges come from every verified manifest between the installed and the target version
@@ -242,16 +329,21 @@ class ReleaseStager:
             for record in release.deltas:
                 if record.artifact == artifact.name and record.member is None:
                     edge = DeltaEdge(
-                        record.from_version, release.version, record.patch.length, record.codec
+                        record.from_version,
+                        release.version,
+                        record.patch.length,
+                        record.codec,
+                        record.source.length,
+                        target.length,
                     )
                     edges[edge] = (record, target.sha256, target.length)
         if not edges:
-            return False
-        optimizer = UpdateOptimizer(table=table)
+            return False, "no published patch from the installed version"
+        optimizer = self._optimizer(table)
         available = AvailableUpdates({manifest.version: artifact.blob.length}, list(edges))
         path = optimizer.calculate_update_path(current, manifest.version, available=available)
         if not path.is_delta:
-            return False
+            return False, path.reason
         source = old_dir / artifact.name
         for step in path.steps:
             assert isinstance(step, DeltaEdge)
@@ -261,7 +353,7 @@ class ReleaseStager:
                 await self._apply_one(client, record, source, out, out_sha, out_length, table, work)
             source = out
         await anyio.to_thread.run_sync(self.store.stage_file, source, artifact, tree)
-        return True
+        return True, ""
 
     async def _apply_one(
         self,
@@ -285,6 +377,7 @@ class ReleaseStager:
         patch = work / f"patch-{record.patch.sha256}"
         if not patch.exists():
             await client.fetch_blob(record.patch, patch)
+            keep_blob(self.store.layout, patch, record.patch.sha256)
         await anyio.to_thread.run_sync(
             lambda: apply_patch(
                 source,
@@ -297,6 +390,7 @@ class ReleaseStager:
                 output_length=output_length,
                 codec=record.codec,
                 table=table,
+                limits=self.limits,
             )
         )
 

@@ -56,6 +56,7 @@ from ..errors import (
     NodeLockedError,
     NoSuchVersionError,
 )
+from .blobs import blob_digests, prune_blobs
 from .config import read_node_attributes
 from .hooks import DefaultInstallHooks, InstallHooks
 from .install import InstallResult, InstallTransaction
@@ -578,6 +579,11 @@ class NodeStore:
             elif p.previous_version in protected and p.for_version == current:
                 keep_points.add(p.id)
         self.rollbacks.prune_points(max(keep, 1), protect=keep_points)
+        # transfer blobs: those of the current and the previous version stay (node/blobs.py)
+        blob_versions = {current} if current else set()
+        with contextlib.suppress(NoSuchVersionError):
+            blob_versions.add(self.rollback_target())
+        prune_blobs(self.layout, blob_digests(self.stored_manifest(v) for v in blob_versions))
         if removed:
             with self.state.transaction():
                 self.state.add_history(
