@@ -371,6 +371,10 @@ class Transport(Protocol):
         """Ask connected peers for their newest messages of ``kind`` (unverified answers)."""
         ...
 
+    def addresses(self) -> list[str]:
+        """Where peers can reach this transport (multiaddrs, host:port); empty if nowhere."""
+        ...
+
     async def aclose(self) -> None: ...
 
     async def __aenter__(self) -> Self: ...
@@ -418,6 +422,9 @@ class BaseTransport:
 
     async def query(self, kind: str) -> list[PeerMessage]:
         raise self._unsupported(CAP_QUERY)
+
+    def addresses(self) -> list[str]:
+        return []
 
     async def aclose(self) -> None:
         self.closed = True
@@ -518,6 +525,14 @@ class GuardedTransport:
             raise
         except Exception as exc:
             raise self._wrap(exc, f"query {kind}") from exc
+
+    def addresses(self) -> list[str]:
+        try:
+            return list(self.inner.addresses())
+        except BlackholeSyncError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "list its addresses") from exc
 
     async def aclose(self) -> None:
         try:
