@@ -170,7 +170,10 @@ def main() -> None:
     parser.add_argument("--votes", type=int, default=10_000, help="votes per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
+    parser.add_argument("--quick", action="store_true", help="500 documents, 2,000 votes")
     args = parser.parse_args()
+    if args.quick:
+        args.documents, args.votes = 500, 2000
     clock = CLOCKS[args.clock]
 
     root, data = build_manifest()
