@@ -288,3 +288,14 @@ async def test_unreadable_blob_ends_the_connection_after_a_short_body(
     (line,) = client_errors(caplog)
     assert line.levelno == logging.ERROR and "Input/output error" in line.getMessage()
     assert_no_traceback(caplog)
+
+
+async def test_connection_trickling_its_request_headers_is_closed(repo: Repo) -> None:
+    async with serve_repository(repo.root, limits=ServerLimits(keepalive_timeout=1.0)) as server:
+        async with await anyio.connect_tcp(*_host_port(server.url)) as stream:
+            await stream.send(b"GET /index.json HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+            with anyio.fail_after(5):
+                with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                    while True:
+                        await stream.receive()
+        assert server.stats.requests == 0
