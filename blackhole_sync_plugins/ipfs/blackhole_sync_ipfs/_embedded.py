@@ -270,7 +270,8 @@ class EmbeddedNode:
             self._owner = True
         self._restart_lock = anyio.Lock()
         try:
-            self._lib = await anyio.to_thread.run_sync(load)
+            log_dir = self.config.log_dir
+            self._lib = await anyio.to_thread.run_sync(lambda: load(log_dir))
             await anyio.to_thread.run_sync(self._start_sync)
         except BaseException:
             with anyio.CancelScope(shield=True):

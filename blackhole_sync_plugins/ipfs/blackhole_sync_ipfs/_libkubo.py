@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ctypes
 import io
 import json
+import os
+import signal
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +64,11 @@ class Libkubo:
         return int(self._lib.CreateRepo(self._s(repo)))
 
     def run_node(self, repo: str) -> bool:
-        return int(self._lib.RunNode(self._s(repo))) == 1
+        """Start the node. Kubo's start registers Go handlers for the termination signals
+        (``os/signal.Notify``), which would swallow the host's SIGTERM and SIGINT: the
+        process's handlers for those are put back as they were (see :func:`_kept_signals`)."""
+        with _kept_signals():
+            return int(self._lib.RunNode(self._s(repo))) == 1
 
     def cleanup_node(self, repo: str) -> int:
         """0 closed, -1 no such node."""
@@ -145,14 +153,72 @@ class Libkubo:
         return int(self._lib.PubSubUnsubscribe(sub_id))
 
 
+#: Signals the host process owns: Kubo must not take them over.
+HOST_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+#: Room for a ``struct sigaction``, copied as opaque bytes (152 bytes on x86_64 glibc).
+_SIGACTION_SIZE = 512
+
+
+@contextlib.contextmanager
+def _kept_signals() -> Iterator[None]:
+    """Restore the C-level handlers of :data:`HOST_SIGNALS` after the block, whatever it
+    installed. The handlers are saved and restored with ``sigaction(2)`` as opaque bytes, so
+    Python's own handlers (asyncio's and trio's signal receivers among them) come back exactly
+    and keep working; Go's handlers for the signals its runtime needs are not touched."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    saved = []
+    for signum in HOST_SIGNALS:
+        buffer = ctypes.create_string_buffer(_SIGACTION_SIZE)
+        if libc.sigaction(int(signum), None, buffer) == 0:
+            saved.append((signum, buffer))
+    try:
+        yield
+    finally:
+        for signum, buffer in saved:
+            libc.sigaction(int(signum), buffer, None)
+
+
 _loaded: Libkubo | None = None
 _load_lock = threading.Lock()
+_log_placed = False
+
+LOG_NAME = "kubo.log"
+"""The file libkubo appends its log to."""
+LOG_ROTATE_BYTES = 16 * 1024 * 1024
+"""A ``kubo.log`` larger than this when the log is placed is moved to ``kubo.log.1``."""
 
 
-def load() -> Libkubo:
-    """Load libkubo once (its loader prints to stdout: silenced). Loading starts Kubo's Go
-    runtime, which opens ``kubo.log`` (append) in the current directory for its log."""
-    global _loaded
+def _place_log(lib: Libkubo, log_dir: str | os.PathLike[str]) -> None:
+    """Make libkubo open its log in ``log_dir``.
+
+    libkubo opens ``kubo.log`` relative to the current directory at the first call into it,
+    and offers no way to name another file. So the first call (a no-op, ``TestGetString``) is
+    made with ``log_dir`` as the current directory, for an instant: the process's working
+    directory is changed and restored around it, under the load lock. Other threads using
+    relative paths at that instant would see ``log_dir``; blackhole-sync uses absolute paths.
+    A log over :data:`LOG_ROTATE_BYTES` is moved to ``kubo.log.1`` first.
+    """
+    directory = os.path.abspath(log_dir)
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, LOG_NAME)
+    with contextlib.suppress(OSError):
+        if os.path.getsize(path) > LOG_ROTATE_BYTES:
+            os.replace(path, path + ".1")
+    previous = os.getcwd()
+    os.chdir(directory)
+    try:
+        lib._take(lib._lib.TestGetString())
+    finally:
+        os.chdir(previous)
+
+
+def load(log_dir: str | os.PathLike[str] | None = None) -> Libkubo:
+    """Load libkubo once (its loader prints to stdout: silenced).
+
+    libkubo appends its log to ``kubo.log`` in the directory that is current at the first call
+    into it: with ``log_dir`` (on the first load that gives one, before any other call) the log
+    goes there instead (see :func:`_place_log`)."""
+    global _loaded, _log_placed
     with _load_lock:
         if _loaded is None:
             try:
@@ -164,4 +230,7 @@ def load() -> Libkubo:
                     "(pip install 'blackhole-sync-ipfs[embedded]'): " + str(exc)
                 ) from exc
             _loaded = Libkubo(libkubo, ffi)
+        if log_dir is not None and not _log_placed:
+            _place_log(_loaded, log_dir)
+            _log_placed = True
         return _loaded

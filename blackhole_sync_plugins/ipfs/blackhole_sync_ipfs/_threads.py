@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import anyio
+import anyio.lowlevel
 import anyio.to_thread
 
 __all__ = ["start_thread", "wait_future"]
@@ -39,8 +40,13 @@ def start_thread(fn: Callable[[], T], name: str) -> concurrent.futures.Future[T]
 
 
 async def wait_future(future: concurrent.futures.Future[T], timeout: float | None) -> T:  # noqa: ASYNC109 - a per-wait timeout, not an overall deadline
-    """The future's result; :class:`TimeoutError` if it is not done after ``timeout`` s."""
-    if not future.done():
+    """The future's result; :class:`TimeoutError` if it is not done after ``timeout`` s.
+
+    Always a checkpoint (also when the future is already done), so a caller streaming results
+    that are ready stays cancellable between them."""
+    if future.done():
+        await anyio.lowlevel.checkpoint()
+    else:
         await anyio.to_thread.run_sync(
             concurrent.futures.wait, [future], timeout, abandon_on_cancel=True
         )

@@ -99,3 +99,16 @@ def test_both_backends_implement_the_interface() -> None:
     for cls in (EmbeddedNode, RpcNode):
         missing = [n for n in ("add_file", "get", "pin", "unpin", "pins", "connect", "id", "publish", "subscribe", "aclose") if not hasattr(cls, n)]
         assert not missing, (cls, missing)
+
+
+def test_an_identity_seed_becomes_the_repo_identity() -> None:
+    from blackhole_sync_ipfs._config import kubo_identity
+
+    seed = bytes(range(32))
+    cfg = apply_config({**KUBO_INIT, "Identity": {"PeerID": "Qm...", "PrivKey": "old"}}, EmbeddedConfig(repo="/x", identity_seed=seed))
+    identity = kubo_identity(seed)
+    assert cfg["Identity"] == {"PeerID": identity.peer_id, "PrivKey": identity.priv_key}
+    kept = apply_config({**KUBO_INIT, "Identity": {"PeerID": "Qm...", "PrivKey": "old"}}, EmbeddedConfig(repo="/x"))
+    assert kept["Identity"] == {"PeerID": "Qm...", "PrivKey": "old"}
+    with pytest.raises(ConfigError):
+        EmbeddedConfig(repo="/x", identity_seed=b"short").validate()

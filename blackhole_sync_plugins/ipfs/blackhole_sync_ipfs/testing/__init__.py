@@ -1,5 +1,6 @@
-"""Test kit: a node process driven over JSON lines (:class:`NodeProcess`), the Kubo RPC
-facade (:mod:`.rpc_facade`), and helpers. Used by this plugin's tests; reusable by the core's."""
+"""Test kit: a node process driven over JSON lines (:class:`NodeProcess`: an engine node, or
+with ``script=TRANSPORT_SCRIPT`` the transport and the core around it), the Kubo RPC facade
+(:mod:`.rpc_facade`), and helpers. Used by this plugin's tests; reusable by the core's."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from typing import Any, Self
 import anyio
 from anyio.abc import Process
 
-__all__ = ["NodeProcess", "NodeProcessError"]
+__all__ = ["NODE_SCRIPT", "TRANSPORT_SCRIPT", "NodeProcess", "NodeProcessError"]
+
+#: The engine node script (:mod:`.node_script`): ``--repo`` is given.
+NODE_SCRIPT = "blackhole_sync_ipfs.testing.node_script"
+#: The transport script (:mod:`.transport_script`): its arguments are ``extra_args``.
+TRANSPORT_SCRIPT = "blackhole_sync_ipfs.testing.transport_script"
 
 
 class NodeProcessError(Exception):
@@ -43,6 +49,7 @@ class NodeProcess:
         extra_args: tuple[str, ...] = (),
         python_args: tuple[str, ...] = ("-W", "error"),
         start_timeout: float = 60.0,
+        script: str = NODE_SCRIPT,
     ) -> None:
         self.workdir = workdir
         self.backend = backend
@@ -50,6 +57,7 @@ class NodeProcess:
         self.extra_args = extra_args
         self.python_args = python_args
         self.start_timeout = start_timeout
+        self.script = script
         self.ready: dict[str, Any] = {}
         self.closed_report: dict[str, Any] | None = None
         self._process: Process | None = None
@@ -73,13 +81,16 @@ class NodeProcess:
     async def __aenter__(self) -> Self:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.workdir / "node.log", "ab")
+        if self.script == NODE_SCRIPT:
+            args = ["--repo", str(self.workdir / "NODE" / "ipfs")]
+        else:
+            args = ["--workdir", str(self.workdir)]
         cmd = [
             sys.executable,
             *self.python_args,
             "-m",
-            "blackhole_sync_ipfs.testing.node_script",
-            "--repo",
-            str(self.workdir / "NODE" / "ipfs"),
+            self.script,
+            *args,
             "--backend",
             self.backend,
             *(["--rpc-facade"] if self.rpc_facade else []),
