@@ -1,6 +1,8 @@
 """Delta patches: round trips, codec registry, planning, per-member deltas.
 
-Hostile patches (malformed, wrong source, bombs) are in test_delta_hostile.py.
+Hostile patches (malformed, wrong source, bombs) are in test_delta_hostile.py and
+test_delta_hostile_streaming.py; the selection, the probe and codec availability in
+test_delta_select.py.
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ def related_pairs(draw: st.DrawFn) -> tuple[bytes, bytes]:
     return old, bytes(new)
 
 
-@pytest.mark.parametrize("codec", ["bsdiff4", "bsdiff4-lzma"])
+ALL_CODECS = ["bsdiff4", "bsdiff4-lzma", "hdiffpatch", "zstd-patch"]
+
+
+@pytest.mark.parametrize("codec", ALL_CODECS)
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pair=related_pairs())
 def test_round_trip_property(codec: str, pair: tuple[bytes, bytes]) -> None:
@@ -87,31 +92,39 @@ def _binary_pair(size: int = 200_000) -> tuple[bytes, bytes]:
     return old, bytes(new)
 
 
-def test_generate_delta_keeps_the_smaller_encoding_and_records_its_codec(tmp_path: Path) -> None:
+def test_generate_delta_defaults_to_hdiffpatch_and_records_its_codec(tmp_path: Path) -> None:
     old, new = _binary_pair()
     (tmp_path / "old").write_bytes(old)
     (tmp_path / "new").write_bytes(new)
     delta = D.generate_delta(tmp_path / "old", tmp_path / "new")
-    assert delta is not None
-    sizes = {c: len(D.get_codec(c).diff(old, new)) for c in D.DEFAULT_CANDIDATES}
-    assert delta.patch_length == min(sizes.values())
-    assert sizes[delta.codec] == delta.patch_length
+    assert delta is not None and delta.codec == D.DEFAULT_CODEC == "hdiffpatch"
+    assert delta.patch == D.get_codec("hdiffpatch").diff(old, new)
     assert delta.patch_sha256 == sha(delta.patch)
     assert (delta.from_sha256, delta.from_length) == (sha(old), len(old))
     assert (delta.to_sha256, delta.to_length) == (sha(new), len(new))
+    # named candidates: the smallest wins, ties to the first
+    legacy = D.generate_delta(tmp_path / "old", tmp_path / "new", codec=["bsdiff4-lzma", "bsdiff4"])
+    sizes = {c: len(D.get_codec(c).diff(old, new)) for c in ("bsdiff4-lzma", "bsdiff4")}
+    assert legacy is not None and legacy.patch_length == min(sizes.values())
+    assert sizes[legacy.codec] == legacy.patch_length
     only_plain = D.generate_delta(tmp_path / "old", tmp_path / "new", codec="bsdiff4")
     assert only_plain is not None and only_plain.codec == "bsdiff4"
 
 
 def test_generate_delta_over_memory_budget_returns_none(tmp_path: Path) -> None:
-    (tmp_path / "old").write_bytes(b"x" * 1000)
-    (tmp_path / "new").write_bytes(b"y" * 1000)
-    assert D.diff_memory_needed(1000, 1000) == 18_000
-    assert D.generate_delta(tmp_path / "old", tmp_path / "new", memory_budget=17_999) is None
-    assert D.generate_delta(tmp_path / "old", tmp_path / "new", memory_budget=18_000) is not None
+    old, new = _binary_pair(20_000)
+    (tmp_path / "old").write_bytes(old)
+    (tmp_path / "new").write_bytes(new)
+    need = D.get_codec("bsdiff4").diff_memory(len(old), len(new))  # type: ignore[attr-defined]
+    assert need == D.diff_memory_needed(len(old), len(new)) + len(old) + len(new)
+    for codec in ("bsdiff4", "hdiffpatch"):
+        need = D.get_codec(codec).diff_memory(len(old), len(new))  # type: ignore[attr-defined]
+        old_p, new_p = tmp_path / "old", tmp_path / "new"
+        assert D.generate_delta(old_p, new_p, codec=codec, memory_budget=need - 1) is None
+        assert D.generate_delta(old_p, new_p, codec=codec, memory_budget=need) is not None
 
 
-@pytest.mark.parametrize("codec", ["bsdiff4", "bsdiff4-lzma"])
+@pytest.mark.parametrize("codec", ALL_CODECS)
 def test_apply_patch_file_round_trip_in_a_bounded_child(tmp_path: Path, codec: str) -> None:
     old, new = _binary_pair()
     inputs, staging = tmp_path / "inputs", tmp_path / "staging"
@@ -153,7 +166,7 @@ def test_plugin_codec_merges_and_applies_in_the_child(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     table = D.codec_table([ReverseCodec()])
-    assert set(table) == {"bsdiff4", "bsdiff4-lzma", "reverse"}
+    assert set(table) == {"bsdiff4", "bsdiff4-lzma", "hdiffpatch", "zstd-patch", "reverse"}
     # the child imports this test module to unpickle the codec
     monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
     (tmp_path / "old").write_bytes(b"old")
@@ -187,7 +200,7 @@ def test_codec_table_refuses_a_duplicate_name() -> None:
 
 def test_unknown_codec_is_a_missing_plugin() -> None:
     with pytest.raises(MissingPluginError, match="blackhole_sync_patch_codecs"):
-        D.get_codec("hdiffpatch")
+        D.get_codec("xdelta3")
 
 
 def test_optimizer_generate_and_apply_delta() -> None:

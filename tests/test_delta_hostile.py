@@ -19,6 +19,8 @@ import bsdiff4.core
 import pytest
 
 from blackhole_sync.codecs import delta as D
+from blackhole_sync.codecs.delta.bsdiff import _to_columns
+from blackhole_sync.codecs.delta.streams import dict_size
 from blackhole_sync.errors import (
     LengthOrHashMismatchError,
     PatchError,
@@ -33,6 +35,10 @@ OLD = bytes(range(256)) * 64
 NEW = OLD[:5000] + b"changed!" + OLD[5000:]
 
 
+def _dict(n: int) -> int:
+    return dict_size(n, 64 * 1024 * 1024)
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -45,7 +51,7 @@ def lzma_raw(data: bytes, preset: int = 6) -> bytes:
     return lzma.compress(
         data,
         format=lzma.FORMAT_RAW,
-        filters=[{"id": lzma.FILTER_LZMA2, "preset": preset, "dict_size": D._dict_size(len(data))}],
+        filters=[{"id": lzma.FILTER_LZMA2, "preset": preset, "dict_size": _dict(len(data))}],
     )
 
 
@@ -60,7 +66,7 @@ def container(
 
 
 def columns(control: bytes) -> bytes:
-    return D._to_columns(control)
+    return _to_columns(control)
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +277,7 @@ def test_lzma_bomb_past_its_declared_size_is_refused_in_bounded_memory(
     tracemalloc.start()
     try:
         with pytest.raises(PatchFormatError):
-            D.apply_patch_bytes(b"", patch, max_output=1000)
+            D.apply_patch_bytes(b"", patch, codec="bsdiff4-lzma", max_output=1000)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -319,7 +325,7 @@ def test_apply_past_the_memory_bound_is_refused(tree: Tree) -> None:
     zeros = bytes(size)
     body = lzma_raw(zeros, preset=0)
     patch = container(size, [(0, 24, columns(tuples((0, size, 0)))), (0, 0, b""), (1, size, body)])
-    assert D.apply_patch_bytes(OLD, patch, max_output=size) == zeros
+    assert D.apply_patch_bytes(OLD, patch, codec="bsdiff4-lzma", max_output=size) == zeros
     limits = D.ApplyLimits(memory_base=1024 * 1024, memory_per_output_byte=0)
     with pytest.raises(PatchOutputError, match="memory bound"):
         tree.apply(patch, output_length=size, output_sha256=sha(zeros), limits=limits)
