@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -25,6 +26,7 @@ from ..errors import BlackholeSyncError
 from ..fetch import (
     CAP_ANNOUNCE,
     CAP_QUERY,
+    CAP_SEED,
     CAP_SUBSCRIBE,
     GuardedTransport,
     PeerMessage,
@@ -39,7 +41,7 @@ __all__ = ["PEER_CAPABILITIES", "PeerNetwork"]
 log = logging.getLogger(__name__)
 
 #: A transport with any of these takes part in the peer network.
-PEER_CAPABILITIES = frozenset({CAP_ANNOUNCE, CAP_SUBSCRIBE, CAP_QUERY})
+PEER_CAPABILITIES = frozenset({CAP_ANNOUNCE, CAP_SUBSCRIBE, CAP_QUERY, CAP_SEED})
 #: Accepted messages waiting for the consumer; beyond this the oldest are dropped (counted).
 MESSAGE_BUFFER = 256
 
@@ -124,6 +126,21 @@ class PeerNetwork:
                 told.append(transport.name)
             except BlackholeSyncError as exc:
                 log.warning("announce over %s failed: %s", transport.name, exc)
+        return told
+
+    async def seed(self, blobs: Mapping[str, Path]) -> list[str]:
+        """Offer exactly ``blobs`` (sha256 -> verified file: the transfer blobs the node keeps)
+        over every transport that seeds, withdrawing what it offered before and is no longer
+        among them; the names that took it. Best effort: a transport that fails is logged."""
+        told = []
+        for transport in self.transports:
+            if CAP_SEED not in transport.capabilities:
+                continue
+            try:
+                await transport.seed(blobs)
+                told.append(transport.name)
+            except BlackholeSyncError as exc:
+                log.warning("seeding over %s failed: %s", transport.name, exc)
         return told
 
     # -- receiving ---------------------------------------------------------------------------
