@@ -10,24 +10,62 @@ Public API (everything else is private and may change):
   :class:`BridgeError`
 
 This package does not import the ``blackhole_sync`` core: the core's transport
-plugin (``blackhole_sync_gossip.plugin``) adapts it.
+plugin (``blackhole_sync_gossip.plugin``, ``blackhole_sync_gossip.transport``) adapts it.
+Names load lazily: importing the package (or its plugin module) does not import py-libp2p.
 """
 
-from ._bridge import AsyncioGossipBridge
-from ._config import DEFAULT_KINDS, GossipConfig, ScoreConfig, topic_for
-from ._host import GossipHost, open_gossip_host
-from ._types import (
-    AdmitFn,
-    AnswerFn,
-    BridgeError,
-    GossipError,
-    InboundMessage,
-    NotRunningError,
-    PublishRefusedError,
-    QueryAnswer,
-    ValidateFn,
-    Verdict,
-)
+from typing import TYPE_CHECKING, Any
+
+# Lazy exports (PEP 562): the core imports ``blackhole_sync_gossip.plugin`` for every command
+# that loads plugins; py-libp2p (seconds of imports) loads only when a host is built.
+_EXPORTS = {
+    "AsyncioGossipBridge": "._bridge",
+    "DEFAULT_KINDS": "._config",
+    "GossipConfig": "._config",
+    "ScoreConfig": "._config",
+    "topic_for": "._config",
+    "GossipHost": "._host",
+    "open_gossip_host": "._host",
+    "AdmitFn": "._types",
+    "AnswerFn": "._types",
+    "BridgeError": "._types",
+    "GossipError": "._types",
+    "InboundMessage": "._types",
+    "NotRunningError": "._types",
+    "PublishRefusedError": "._types",
+    "QueryAnswer": "._types",
+    "ValidateFn": "._types",
+    "Verdict": "._types",
+}
+
+if TYPE_CHECKING:
+    from ._bridge import AsyncioGossipBridge
+    from ._config import DEFAULT_KINDS, GossipConfig, ScoreConfig, topic_for
+    from ._host import GossipHost, open_gossip_host
+    from ._types import (
+        AdmitFn,
+        AnswerFn,
+        BridgeError,
+        GossipError,
+        InboundMessage,
+        NotRunningError,
+        PublishRefusedError,
+        QueryAnswer,
+        ValidateFn,
+        Verdict,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_KINDS",

@@ -60,7 +60,9 @@ class AsyncioGossipBridge:
     Use as ``async with AsyncioGossipBridge(config, validate=...) as bridge:``
     or call :meth:`start` and :meth:`stop`. Arguments are those of
     :class:`GossipHost`; ``validate``, ``answer`` and ``admit`` are called in the
-    trio thread (keep them thread-safe and non-blocking).
+    trio thread (keep them thread-safe and non-blocking). With ``on_message``,
+    accepted messages are handed to it in the asyncio loop's thread instead of
+    being queued for :meth:`receive`.
     """
 
     def __init__(
@@ -70,8 +72,10 @@ class AsyncioGossipBridge:
         validate: ValidateFn,
         answer: AnswerFn | None = None,
         admit: AdmitFn | None = None,
+        on_message: Callable[[InboundMessage], None] | None = None,
     ) -> None:
         self._host = GossipHost(config, validate=validate, answer=answer, admit=admit)
+        self._on_message = on_message
         self._queue_size = config.inbound_queue_size
         self._queue: asyncio.Queue[object] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -84,6 +88,11 @@ class AsyncioGossipBridge:
     @property
     def peer_id(self) -> str:
         return self._host.peer_id
+
+    @property
+    def host(self) -> GossipHost:
+        """The bridged host: reach it only through :meth:`call` and :meth:`read`."""
+        return self._host
 
     # -- lifecycle ------------------------------------------------------------
 
@@ -173,6 +182,10 @@ class AsyncioGossipBridge:
         if item is _END:
             self._queue.put_nowait(item)  # the one item allowed past the bound
             return
+        if self._on_message is not None:
+            assert isinstance(item, InboundMessage)
+            self._on_message(item)  # the caller's (non-blocking) fan-out, in its loop
+            return
         if self._queue.qsize() >= self._queue_size:
             self.dropped += 1
             return
@@ -228,6 +241,14 @@ class AsyncioGossipBridge:
             raise NotRunningError("the bridge is not running") from exc
 
     # -- the host's API, for asyncio --------------------------------------------
+
+    async def call(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``await fn(*args)`` (a method of :attr:`host`) in the trio thread."""
+        return await self._call(fn, *args)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run the quick synchronous ``fn(*args)`` in the trio thread (no shared-state races)."""
+        return await self._call_sync(fn, *args)
 
     async def publish(self, kind: str, payload: bytes) -> None:
         await self._call(self._host.publish, kind, payload)

@@ -22,20 +22,46 @@ __all__ = [
     "DEFAULT_KINDS",
     "GossipConfig",
     "ScoreConfig",
+    "check_kind",
+    "kind_of_topic",
     "topic_for",
 ]
 
-#: The message kinds the Blackhole network gossips; one topic each.
+#: The message kinds the Blackhole network gossips, subscribed from the start (one topic
+#: each) so a node relays all of them; more are added at run time (:meth:`GossipHost.add_kinds`).
 DEFAULT_KINDS: tuple[str, ...] = (
     "announcement",
     "status",
     "vote",
     "health",
     "halt",
+    "rollout",
+    "proposal",
     "certificate",
+    "validators",
+    "downgrade",
+    "deprecation",
 )
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+#: Network names follow the core's network ids (up to 64 characters).
+_NETWORK = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+
+
+def check_kind(kind: str) -> str:
+    """Return ``kind`` if it is a valid kind name, else raise ``ValueError``."""
+    if not isinstance(kind, str) or not _NAME.match(kind):
+        raise ValueError(f"kind {kind!r} must match {_NAME.pattern}")
+    return kind
+
+
+def kind_of_topic(network: str, topic: str) -> str | None:
+    """The kind a topic of ``network`` carries, or None for any other topic."""
+    prefix = f"/blackhole/{network}/"
+    if not topic.startswith(prefix) or not topic.endswith("/1"):
+        return None
+    kind = topic[len(prefix) : -2]
+    return kind if _NAME.match(kind) else None
 
 
 def topic_for(network: str, kind: str) -> str:
@@ -123,8 +149,11 @@ class GossipConfig:
     #: derived from it, so the key that signs the node's votes and status is the
     #: key its gossip channel is authenticated with (Noise).
     identity_seed: bytes
-    #: Message kinds to subscribe to (one topic each).
+    #: Message kinds to subscribe to from the start (one topic each).
     kinds: tuple[str, ...] = DEFAULT_KINDS
+    #: At most this many kinds (topics) in all, counting those added at run time; also
+    #: the number of a peer's topic subscriptions that are tracked.
+    max_kinds: int = 32
     #: Listen only on 127.0.0.1, dial only loopback addresses, no discovery.
     loopback_only: bool = False
     #: Interface to listen on when not loopback-only.
@@ -138,9 +167,19 @@ class GossipConfig:
     hello: bytes = b""
     hello_max_size: int = 256
     hello_timeout: float = 5.0
+    #: Admit peers that do not speak ``/blackhole/hello/1`` at all (Kubo and other
+    #: libp2p pubsub nodes) without calling ``admit``; their messages still go
+    #: through the validator and peer scoring. A peer that speaks hello with the
+    #: wrong bytes is refused either way.
+    admit_without_hello: bool = False
+    #: Peers remembered from an earlier run (multiaddrs ending in ``/p2p/<id>``),
+    #: dialled like peer-exchange entries (evictable, unlike bootstrap entries).
+    cached_peers: tuple[str, ...] = ()
 
-    #: Largest gossip payload accepted or published (announcements are <= 1 KiB).
-    max_message_size: int = 4096
+    #: Largest gossip payload accepted or published: the largest peer message the core
+    #: sends (a rollout plan, 64 KiB; announcements are under 1 KiB). The validator
+    #: applies each kind's own, smaller cap.
+    max_message_size: int = 65536
     #: Per-peer inbound message rate (token bucket), before any validation.
     peer_rate_per_second: float = 50.0
     peer_rate_burst: int = 200
@@ -185,15 +224,16 @@ class GossipConfig:
     score: ScoreConfig = field(default_factory=ScoreConfig)
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.network):
-            raise ValueError(f"network name {self.network!r} must match {_NAME.pattern}")
+        if not _NETWORK.match(self.network):
+            raise ValueError(f"network name {self.network!r} must match {_NETWORK.pattern}")
         if not isinstance(self.identity_seed, bytes) or len(self.identity_seed) != 32:
             raise ValueError("identity_seed must be exactly 32 bytes")
         if not self.kinds or len(set(self.kinds)) != len(self.kinds):
             raise ValueError("kinds must be a non-empty tuple of distinct names")
         for kind in self.kinds:
-            if not _NAME.match(kind):
-                raise ValueError(f"kind {kind!r} must match {_NAME.pattern}")
+            check_kind(kind)
+        if len(self.kinds) > self.max_kinds:
+            raise ValueError("more kinds than max_kinds")
         if len(self.hello) > self.hello_max_size:
             raise ValueError("hello is larger than hello_max_size")
         if not 0 <= self.listen_port <= 65535:
@@ -225,6 +265,7 @@ class GossipConfig:
             "query_rate_per_second",
             "query_rate_burst",
             "heartbeat_interval",
+            "max_kinds",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +57,7 @@ from libp2p.exceptions import BaseLibp2pError
 from libp2p.network.config import ConnectionConfig
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from libp2p.protocol_muxer.exceptions import MultiselectClientError, ProtocolNotSupportedError
 from libp2p.pubsub.gossipsub import PROTOCOL_ID_V11
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.rcmgr.metrics import Direction
@@ -67,7 +68,7 @@ from libp2p.security.noise.transport import (
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
-from ._config import GossipConfig
+from ._config import GossipConfig, check_kind, kind_of_topic, topic_for
 from ._peers import AddressPolicy, PeerBook
 from ._pubsub import (
     BoundedSeenCache,
@@ -94,6 +95,7 @@ from ._wire import (
     encode_peer_record,
     read_frame,
     read_list,
+    read_query_request,
     write_frame,
     write_list,
 )
@@ -101,6 +103,35 @@ from ._wire import (
 __all__ = ["GossipHost", "open_gossip_host"]
 
 logger = logging.getLogger(__name__)
+
+
+def _not_supported(exc: BaseException) -> bool:
+    """Whether a failed stream open means the peer answered ``na`` (it does not speak the
+    protocol), as opposed to a timeout or a connection that is not ready yet. py-libp2p
+    reports it as a ``MultiselectClientError`` saying so, or a ``ProtocolNotSupportedError``."""
+    seen: BaseException | None = exc
+    for _ in range(4):
+        if seen is None:
+            return False
+        if isinstance(seen, ProtocolNotSupportedError):
+            return True
+        if isinstance(seen, MultiselectClientError) and "not supported" in str(seen):
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def _valid_kind(kind: str) -> bool:
+    try:
+        check_kind(kind)
+    except ValueError:
+        return False
+    return True
+
+
+class _PeerSpeaksNoHello(Exception):
+    """The peer answered ``na`` to one of our stream protocols (it is not a Blackhole node)."""
+
 
 #: Failures of network I/O with one peer. They end that exchange (the peer is
 #: refused, the query answer is what arrived so far); they never end the host.
@@ -112,9 +143,8 @@ _PEER_IO_ERRORS: tuple[type[BaseException], ...] = (
     trio.TooSlowError,
     trio.BrokenResourceError,
     trio.ClosedResourceError,
+    _PeerSpeaksNoHello,
 )
-
-_MAX_KIND_BYTES = 64
 
 # trio.TaskStatus[None] at run time; the trio-typing stubs some environments
 # install hide it from type checkers, hence the alias.
@@ -128,6 +158,22 @@ class _PeerState:
     direction: Direction
     decided: trio.Event = field(default_factory=trio.Event)
     admitted: bool = False
+    #: Admitted without a hello exchange (``admit_without_hello``: a Kubo peer).
+    without_hello: bool = False
+
+
+class _TopicFilter:
+    """py-libp2p's ``allowed_topics``: any well-formed topic of our network.
+
+    A peer's subscriptions to topics we have not joined yet are remembered (bounded by
+    ``max_subscriptions_per_peer``), so a kind added at run time meshes at once.
+    """
+
+    def __init__(self, network: str) -> None:
+        self._network = network
+
+    def __contains__(self, topic: object) -> bool:
+        return isinstance(topic, str) and kind_of_topic(self._network, topic) is not None
 
 
 class _ConnectionWatcher(INotifee):
@@ -166,6 +212,8 @@ class GossipHost:
         peers; ``None`` answers every query with nothing.
     :param admit: ``admit(peer_id, hello) -> bool``; ``None`` admits exactly the
         peers whose hello equals ``config.hello``.
+    :param on_message: called (in the host's trio thread, synchronously, never
+        blocking) with each ACCEPTed message instead of queueing it on :attr:`messages`.
     """
 
     def __init__(
@@ -175,8 +223,10 @@ class GossipHost:
         validate: ValidateFn,
         answer: AnswerFn | None = None,
         admit: AdmitFn | None = None,
+        on_message: Callable[[InboundMessage], None] | None = None,
     ) -> None:
         self.config = config
+        self._on_message = on_message
         self._validate = validate
         self._answer = answer
         self._admit = admit
@@ -198,6 +248,13 @@ class GossipHost:
             info = info_from_p2p_addr(Multiaddr(text))  # ValueError on a malformed entry
             if not self._book.add(info.peer_id, list(info.addrs), bootstrap=True):
                 self._bootstrap_rejected.append(text)
+        for text in config.cached_peers:
+            try:
+                info = info_from_p2p_addr(Multiaddr(text))
+            except Exception as exc:  # noqa: BLE001 - a stale cache entry is skipped, not fatal
+                logger.debug("peer cache entry %r skipped: %s", text, exc)
+                continue
+            self._book.add(info.peer_id, list(info.addrs))
         self._counters = Counters()
         self._peers: dict[ID, _PeerState] = {}
         self._msg_send, self._msg_recv = trio.open_memory_channel[InboundMessage](
@@ -245,6 +302,34 @@ class GossipHost:
         catch-up queries recover them."""
         return self._msg_recv
 
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds (topics) this host has joined."""
+        return list(self._topics)
+
+    def known_peers(self, limit: int | None = None) -> list[str]:
+        """Dialable addresses of peers this host knows (connected ones first), each ending
+        in ``/p2p/<id>``: what a caller persists to rejoin after a restart."""
+        out: list[str] = []
+        admitted = [p for p, s in self._peers.items() if s.admitted]
+        others = [p for p in self._book.peers() if p not in self._peers]
+        for peer in [*admitted, *others]:
+            addrs = self._book.addrs_of(peer)
+            if not addrs and self._host is not None:
+                addrs = tuple(
+                    a
+                    for a in (
+                        self._policy.transport_part(a)
+                        for a in self._host.get_peerstore().addrs(peer)
+                    )
+                    if self._policy.allows(a)
+                )
+            if addrs:
+                out.append(f"{addrs[0]}/p2p/{peer.to_base58()}")
+            if limit is not None and len(out) >= limit:
+                break
+        return out
+
     def counters(self) -> dict[str, int]:
         c = self._counters
         admitted = [s for s in self._peers.values() if s.admitted]
@@ -258,9 +343,10 @@ class GossipHost:
         return [p.to_base58() for p, s in self._peers.items() if s.admitted]
 
     def mesh_peers(self, kind: str) -> list[str]:
-        if self._router is None:
+        topic = self._topics.get(kind)
+        if self._router is None or topic is None:
             return []
-        return [p.to_base58() for p in self._router.mesh.get(self._topics[kind], set())]
+        return [p.to_base58() for p in self._router.mesh.get(topic, set())]
 
     def peer_score(self, peer_id: str) -> float:
         """A peer's score over all our topics (graylisted below the threshold)."""
@@ -289,6 +375,8 @@ class GossipHost:
             "security": [str(NOISE_PROTOCOL_ID)],
             "pubsub_protocols": [str(PROTOCOL_ID_V11)],
             "topics": dict(self._topics),
+            "max_kinds": cfg.max_kinds,
+            "admit_without_hello": cfg.admit_without_hello,
             "stream_protocols": [HELLO_PROTOCOL, cfg.query_protocol, cfg.peers_protocol],
             "mesh": {
                 "D": cfg.mesh_degree,
@@ -315,6 +403,10 @@ class GossipHost:
                 "retain_seconds": s.retain_seconds,
             },
         }
+
+    def hello_less_peers(self) -> list[str]:
+        """Admitted peers that never spoke ``/blackhole/hello/1`` (``admit_without_hello``)."""
+        return [p.to_base58() for p, s in self._peers.items() if s.admitted and s.without_hello]
 
     def _gate_allow_list(self) -> tuple[str, ...]:
         return ("127.0.0.0/8", "::1/128") if self.config.loopback_only else ()
@@ -484,14 +576,38 @@ class GossipHost:
                 cfg.max_inbound_peers + cfg.max_outbound_peers,
             ),
             seen_cache=BoundedSeenCache(cfg.seen_ttl, cfg.seen_cache_size),
+            allowed_topics=_TopicFilter(cfg.network),
+            max_topics=cfg.max_kinds,
         )
         self._router, self._pubsub, self._scorer = router, pubsub, scorer
         return router, pubsub
 
     # -- publishing and delivery -----------------------------------------
 
-    async def publish(self, kind: str, payload: bytes) -> None:
-        """Validate our own payload, then publish it to the kind's topic.
+    async def add_kinds(self, kinds: list[str] | tuple[str, ...]) -> list[str]:
+        """Join the topics of ``kinds`` not joined yet; returns the kinds newly joined.
+
+        :raises ValueError: a malformed kind name, or more than ``config.max_kinds`` in all.
+        """
+        self._require_running()
+        assert self._pubsub is not None
+        new = [check_kind(k) for k in dict.fromkeys(kinds) if k not in self._topics]
+        if len(self._topics) + len(new) > self.config.max_kinds:
+            raise ValueError(f"more than {self.config.max_kinds} kinds")
+        for kind in new:
+            topic = topic_for(self.config.network, kind)
+            # The mapping first: pubsub hands us messages as soon as it subscribed.
+            self._topics[kind] = topic
+            self._kinds_by_topic[topic] = kind
+            await self._pubsub.subscribe(topic)
+        return new
+
+    async def publish(self, kind: str, payload: bytes, *, validate: bool = True) -> None:
+        """Publish ``payload`` to the kind's topic, validating it first unless told not to.
+
+        ``validate=False`` is for callers that decided the payload themselves (the
+        transport plugin: the core's gate already accepted it, and asking it again
+        would answer IGNORE for a document it has just recorded).
 
         :raises PublishRefusedError: unknown kind, payload over the size cap,
             or the validator did not ACCEPT it (peers would drop it too).
@@ -505,20 +621,68 @@ class GossipHost:
             raise PublishRefusedError(
                 f"payload of {len(payload)} bytes exceeds {self.config.max_message_size}"
             )
-        verdict = self._validate(kind, payload, self.peer_id)
-        if verdict is not Verdict.ACCEPT:
-            raise PublishRefusedError(f"own {kind} payload not accepted: {verdict.value}", verdict)
+        if validate:
+            verdict = self._validate(kind, payload, self.peer_id)
+            if verdict is not Verdict.ACCEPT:
+                raise PublishRefusedError(
+                    f"own {kind} payload not accepted: {verdict.value}", verdict
+                )
         await self._pubsub.publish(topic, payload)
         self._counters.messages_published += 1
+
+    async def flush(self, timeout: float = 2.0) -> bool:  # noqa: ASYNC109 - see wait_for_mesh
+        """Wait until every queued outbound RPC was handed to its stream (False on timeout).
+
+        For one-shot callers that publish and then stop the host at once.
+        """
+        if self._pubsub is None:
+            return True
+        queues = self._pubsub.peer_queues
+        with trio.move_on_after(timeout):
+            while any(len(q) for q in list(queues.values())):  # noqa: ASYNC110
+                await trio.sleep(0.02)
+            await trio.sleep(0.05)  # the writer task's last write
+            return True
+        return False
 
     def _deliver(self, kind: str, msg: rpc_pb2.Message, forwarder: ID) -> None:
         item = InboundMessage(
             kind, bytes(msg.data), forwarder.to_base58(), ID(msg.from_id).to_base58()
         )
+        if self._on_message is not None:
+            try:
+                self._on_message(item)
+            except Exception:
+                logger.exception("on_message raised")  # a caller's bug must not stop the host
+            return
         try:
             self._msg_send.send_nowait(item)
         except (trio.WouldBlock, trio.ClosedResourceError):
             self._counters.messages_dropped_queue_full += 1
+
+    async def wait_for_peers(
+        self,
+        min_peers: int = 1,
+        timeout: float = 10.0,  # noqa: ASYNC109 - the bound must live on the trio side
+        *,
+        hello_only: bool = True,
+    ) -> bool:
+        """Wait until ``min_peers`` peers are admitted (those that spoke hello, by default:
+        the ones that answer queries); False on timeout."""
+        self._require_running()
+
+        def count() -> int:
+            return sum(
+                1
+                for s in self._peers.values()
+                if s.admitted and not (hello_only and s.without_hello)
+            )
+
+        with trio.move_on_after(timeout):
+            while count() < min_peers:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            return True
+        return False
 
     async def wait_for_mesh(
         self,
@@ -607,12 +771,16 @@ class GossipHost:
         self._query_rate.forget(peer)
         self._wake.set()
 
-    def _admits(self, peer: ID, hello: bytes) -> bool:
+    def _admits(self, peer: ID, hello: bytes | None) -> bool:
+        """Whether to keep ``peer``; ``hello`` None: the peer speaks no hello (only the
+        graylist applies then; :meth:`_admits_without_hello` decides the rest)."""
         if (
             self._scorer is not None
             and self._scorer.total(peer) < self.config.score.graylist_threshold
         ):
             return False  # still graylisted from an earlier connection
+        if hello is None:
+            return True
         if self._admit is None:
             return hello == self.config.hello
         try:
@@ -660,7 +828,9 @@ class GossipHost:
         while True:
             try:
                 return await self._host.new_stream(peer, [TProtocol(protocol)])
-            except BaseLibp2pError:
+            except BaseLibp2pError as exc:
+                if _not_supported(exc):
+                    raise _PeerSpeaksNoHello(protocol) from exc
                 if not self._host.get_network().get_connections(peer):
                     raise
                 await trio.sleep(delay)
@@ -677,16 +847,35 @@ class GossipHost:
                 finally:
                     await stream.close()
             ok = self._admits(peer, theirs)
+        except _PeerSpeaksNoHello:
+            ok = self._admits_without_hello(peer)
         except _PEER_IO_ERRORS as exc:
             logger.debug("hello with %s failed: %s", peer, exc)
         self._decide(peer, ok)
 
-    async def _hello_deadline(self, peer: ID) -> None:
-        """An inbound peer that never says hello is refused."""
-        await trio.sleep(self.config.hello_timeout)
+    def _admits_without_hello(self, peer: ID) -> bool:
+        """A peer that does not speak hello at all: admitted only when configured to."""
+        if not self.config.admit_without_hello or not self._admits(peer, None):
+            return False
         state = self._peers.get(peer)
-        if state is not None and not state.decided.is_set():
-            self._decide(peer, False)
+        if state is not None:
+            state.without_hello = True
+        return True
+
+    async def _hello_deadline(self, peer: ID) -> None:
+        """An inbound peer that never says hello is refused -- or, with
+        ``admit_without_hello``, asked for ours: a peer that does not speak the
+        protocol at all (Kubo) is then admitted, one that does gets the usual exchange."""
+        cfg = self.config
+        wait = min(1.0, cfg.hello_timeout) if cfg.admit_without_hello else cfg.hello_timeout
+        await trio.sleep(wait)
+        state = self._peers.get(peer)
+        if state is None or state.decided.is_set():
+            return
+        if cfg.admit_without_hello:
+            await self._hello_initiate(peer)
+            return
+        self._decide(peer, False)
 
     async def _handle_hello(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
@@ -716,9 +905,8 @@ class GossipHost:
         each before use.
         """
         self._require_running()
-        if kind not in self._topics:
-            raise ValueError(f"unknown kind {kind!r}")
-        peers = [p for p, s in self._peers.items() if s.admitted]
+        check_kind(kind)
+        peers = [p for p, s in self._peers.items() if s.admitted and not s.without_hello]
         random.shuffle(peers)
         peers = peers[: max_peers or self.config.query_max_peers]
         limit = self.config.query_timeout
@@ -758,9 +946,9 @@ class GossipHost:
         cfg = self.config
         try:
             with trio.fail_after(cfg.query_timeout):
-                kind = (await read_frame(stream, _MAX_KIND_BYTES)).decode("utf-8")
+                kind = await read_query_request(stream)
                 items: list[bytes] = []
-                if kind in self._topics and self._answer is not None:
+                if _valid_kind(kind) and self._answer is not None:
                     try:
                         items = list(self._answer(kind))
                     except Exception:
@@ -862,7 +1050,7 @@ class GossipHost:
                     async with trio.open_nursery() as nursery:
                         for peer, addrs in due:
                             nursery.start_soon(self._dial, peer, addrs)
-            admitted = [p for p, s in self._peers.items() if s.admitted]
+            admitted = [p for p, s in self._peers.items() if s.admitted and not s.without_hello]
             interval = (
                 cfg.peer_exchange_interval if want <= 0 else min(2.0, cfg.peer_exchange_interval)
             )

@@ -128,14 +128,15 @@ class PeerBook:
     def due(
         self, now: float, *, exclude: set[ID], limit: int
     ) -> list[tuple[ID, tuple[Multiaddr, ...]]]:
-        """Up to ``limit`` candidates whose backoff has expired, fewest failures first."""
+        """Up to ``limit`` candidates whose backoff has expired: fewest failures first, and
+        among equals the operator's bootstrap entries before peers learnt or remembered."""
         ready = [
-            (entry.failures, random.random(), peer_id, entry.addrs)
+            (entry.failures, not entry.bootstrap, random.random(), peer_id, entry.addrs)
             for peer_id, entry in self._entries.items()
             if peer_id not in exclude and entry.next_attempt <= now
         ]
-        ready.sort()
-        return [(peer_id, addrs) for _, _, peer_id, addrs in ready[:limit]]
+        ready.sort(key=lambda r: (r[0], r[1], r[2]))
+        return [(peer_id, addrs) for _, _, _, peer_id, addrs in ready[:limit]]
 
     def record(self, peer_id: ID, ok: bool, now: float) -> None:
         entry = self._entries.get(peer_id)
@@ -148,6 +149,10 @@ class PeerBook:
         entry.failures += 1
         delay = min(self._backoff_max, self._backoff_initial * 2 ** (entry.failures - 1))
         entry.next_attempt = now + delay * random.uniform(0.8, 1.2)
+
+    def peers(self) -> list[ID]:
+        """Every peer in the table, most recently added or confirmed last."""
+        return list(self._entries)
 
     def addrs_of(self, peer_id: ID) -> tuple[Multiaddr, ...]:
         entry = self._entries.get(peer_id)

@@ -64,7 +64,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Container, Iterable
 from typing import Protocol
 
 from libp2p.abc import IHost, INetStream
@@ -262,8 +262,31 @@ class GatedGossipSub(GossipSub):
         await super().handle_rpc(rpc, sender_peer_id)
 
     def send_rpc(self, peer_id: ID, rpc: rpc_pb2.RPC, priority: bool = False) -> None:
+        _slim(rpc)
         self._counters.bytes_out += rpc.ByteSize()
         super().send_rpc(peer_id, rpc, priority)
+
+
+#: An identity multihash of a 36-byte protobuf ed25519 key: the key is in the peer id.
+_ED25519_ID_PREFIX = b"\x00\x24"
+
+
+def _slim(rpc: rpc_pb2.RPC) -> None:
+    """Drop what every forwarded RPC would carry for nothing (the bandwidth it saves is
+    about a third of an announcement's, on every copy to every mesh peer):
+
+    * ``senderRecord``: py-libp2p attaches its signed peer record to each RPC it publishes;
+      no receiver needs it (peers learn addresses by identify and our peer exchange);
+    * a message's ``key`` when the origin's peer id embeds its ed25519 key (receivers
+      extract it from ``from``, as go-libp2p does). RSA origins (some Kubo nodes) keep it.
+
+    Neither field is covered by the message's signature or its (content) message id.
+    """
+    if rpc.senderRecord:
+        rpc.ClearField("senderRecord")
+    for msg in rpc.publish:
+        if msg.key and msg.from_id[:2] == _ED25519_ID_PREFIX:
+            msg.ClearField("key")
 
 
 class ThreeWayPubsub(Pubsub):
@@ -284,6 +307,8 @@ class ThreeWayPubsub(Pubsub):
         max_message_size: int,
         rate_limiter: RateLimiter,
         seen_cache: BoundedSeenCache,
+        allowed_topics: Container[str],
+        max_topics: int,
     ) -> None:
         super().__init__(
             host,
@@ -291,11 +316,14 @@ class ThreeWayPubsub(Pubsub):
             strict_signing=True,
             msg_id_constructor=message_id,
             seen_ttl=int(seen_cache.ttl),
-            # An RPC may batch several messages plus control; 16 full messages.
-            max_inbound_rpc_size=16 * (max_message_size + 512),
-            allowed_topics=set(kinds_by_topic),
-            max_subscriptions_per_peer=max(len(kinds_by_topic), 1) * 2,
+            # An RPC may batch several messages plus control: 4 of the largest, and at least
+            # 16 announcement-sized ones.
+            max_inbound_rpc_size=max(4 * (max_message_size + 512), 16 * 4096),
+            max_subscriptions_per_peer=max_topics,
         )
+        # py-libp2p keeps a frozenset; any container works (``topic in allowed_topics``):
+        # the caller's accepts every topic of our network, joined or not yet.
+        self.allowed_topics = allowed_topics  # type: ignore[assignment]
         # py-libp2p's LastSeenCache starts a sweeper thread and is unbounded.
         self.seen_messages.stop()
         self.seen_messages = seen_cache  # type: ignore[assignment]

@@ -19,6 +19,8 @@ from multiaddr import Multiaddr
 
 __all__ = [
     "HELLO_PROTOCOL",
+    "MAX_KIND_BYTES",
+    "read_query_request",
     "decode_peer_record",
     "encode_peer_record",
     "read_frame",
@@ -29,6 +31,8 @@ __all__ = [
 
 HELLO_PROTOCOL = "/blackhole/hello/1"
 _MAX_RECORD = 1024
+#: A query request is one frame: the kind's name.
+MAX_KIND_BYTES = 64
 
 
 async def write_frame(stream: INetStream, data: bytes) -> None:
@@ -78,3 +82,8 @@ def decode_peer_record(data: bytes, max_addrs: int) -> tuple[ID, list[Multiaddr]
     peer_id = ID.from_base58(parts[0])
     addrs = [Multiaddr(p) for p in parts[1 : 1 + max_addrs]]
     return peer_id, addrs
+
+
+async def read_query_request(stream: INetStream) -> str:
+    """The kind a catch-up query asks for (``ValueError`` when not UTF-8)."""
+    return (await read_frame(stream, MAX_KIND_BYTES)).decode("utf-8")

@@ -25,13 +25,12 @@ import time
 from typing import Any
 
 import trio
+from blackhole_sync_gossip import GossipConfig, GossipHost, PublishRefusedError, Verdict
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
-
-from blackhole_sync_gossip import GossipConfig, GossipHost, PublishRefusedError, Verdict
 
 
 class TestValidator:

@@ -22,6 +22,8 @@ from libp2p.crypto.ed25519 import create_new_key_pair
 from libp2p.peer.id import ID
 from nacl.signing import SigningKey
 
+from blackhole_sync.testing.timeouts import scaled
+
 NODE_SCRIPT = Path(__file__).with_name("gossip_node.py")
 PUBLISHER = SigningKey(bytes(range(32)))
 PUBLISHER_PUB = bytes(PUBLISHER.verify_key).hex()
@@ -53,14 +55,15 @@ def free_port() -> int:
 
 
 class NodeProcess:
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], script: Path = NODE_SCRIPT) -> None:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             [str(NODE_SCRIPT.parent.parent), env.get("PYTHONPATH", "")]
         )
         settings = {"publisher": PUBLISHER_PUB, **settings}
+        self.settings = settings
         self.proc = subprocess.Popen(
-            [sys.executable, "-W", "error", str(NODE_SCRIPT), json.dumps(settings)],
+            [sys.executable, "-W", "error", str(script), json.dumps(settings)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
@@ -70,13 +73,15 @@ class NodeProcess:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self._next_id = 0
-        self.peer_id = peer_id_of(settings["seed"])
+        self.peer_id = peer_id_of(settings["seed"]) if "seed" in settings else ""
         self.addrs: list[str] = []
 
-    def wait_ready(self, timeout: float = 60.0) -> NodeProcess:
-        ready = self._get(timeout)
+    def wait_ready(self, timeout: float = 120.0) -> NodeProcess:
+        """Wait for the ready line (imports dominate: py-libp2p takes seconds on a busy box)."""
+        ready = self._get(scaled(timeout))
         assert ready.get("event") == "ready", ready
-        assert ready["peer_id"] == self.peer_id
+        assert not self.peer_id or ready["peer_id"] == self.peer_id
+        self.peer_id = ready["peer_id"]
         self.addrs = ready["addrs"]
         return self
 
@@ -101,7 +106,7 @@ class NodeProcess:
         assert self.proc.stdin is not None
         self.proc.stdin.write((json.dumps(request) + "\n").encode())
         self.proc.stdin.flush()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while True:
             reply = self._get(max(0.01, deadline - time.monotonic()))
             if reply.get("id") == self._next_id:
@@ -141,7 +146,7 @@ class NodeProcess:
 
 
 def wait_until(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:
         if predicate():
             return True
@@ -155,8 +160,8 @@ class Network:
     def __init__(self) -> None:
         self.nodes: list[NodeProcess] = []
 
-    def spawn(self, settings: dict[str, Any]) -> NodeProcess:
-        node = NodeProcess(settings)
+    def spawn(self, settings: dict[str, Any], script: Path = NODE_SCRIPT) -> NodeProcess:
+        node = NodeProcess(settings, script)
         self.nodes.append(node)
         return node
 

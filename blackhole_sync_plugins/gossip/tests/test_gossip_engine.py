@@ -13,8 +13,6 @@ from typing import Any
 import psutil
 import pytest
 import trio
-from netutil import PUBLISHER_PUB, Network, NodeProcess, seed, signed, wait_until
-
 from blackhole_sync_gossip import (
     AsyncioGossipBridge,
     GossipConfig,
@@ -24,6 +22,7 @@ from blackhole_sync_gossip import (
     PublishRefusedError,
     Verdict,
 )
+from netutil import PUBLISHER_PUB, Network, NodeProcess, seed, signed, wait_until
 
 pytestmark = [pytest.mark.xdist_group("net"), pytest.mark.timeout(90)]
 

@@ -7,15 +7,14 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from libp2p.peer.id import ID
-from multiaddr import Multiaddr
-from netutil import peer_id_of, seed
-
 import blackhole_sync_gossip
+import pytest
 from blackhole_sync_gossip import GossipConfig, ScoreConfig, topic_for
 from blackhole_sync_gossip._peers import AddressPolicy, PeerBook
 from blackhole_sync_gossip._pubsub import BoundedSeenCache, RateLimiter
+from libp2p.peer.id import ID
+from multiaddr import Multiaddr
+from netutil import peer_id_of, seed
 
 
 def test_every_export_exists_and_the_core_is_not_imported() -> None:
