@@ -205,6 +205,7 @@ class _Transfer:
         self._banned = 0
         self._peers_seen: set[str] = set()
         self._web_endpoints: set[tuple[str, int]] = set()
+        self._by_endpoint: dict[tuple[str, int], tuple[int, int]] = {}
         self._stopped = False
         last_piece = torrent.length - (torrent.num_pieces - 1) * torrent.piece_length
         self._last_piece_length = last_piece
@@ -272,9 +273,22 @@ class _Transfer:
             self._banned += 1
             self._emit(PeerBanned(self.btih, record.data["endpoint"]))
 
+    def received_from(self, endpoints: Iterable[tuple[str, int]]) -> int:
+        """Payload bytes received from connections to these ``(host, port)`` endpoints (as
+        polled each tick: what arrives after a connection's last poll is missed)."""
+        total = 0
+        for endpoint in set(endpoints):
+            done, current = self._by_endpoint.get(endpoint, (0, 0))
+            total += done + current
+        return total
+
     def _on_status(self, status: _Status, now: float) -> None:
         self._status = status
         for pid, kind, host, port, received in status.peers:
+            done, current = self._by_endpoint.get((host, port), (0, 0))
+            if received < current:  # a new connection to the same endpoint
+                done += current
+            self._by_endpoint[(host, port)] = (done, received)
             if kind in _WEB_CONNECTIONS:
                 endpoint = (host, port)
                 self._web_endpoints.add(endpoint)
@@ -409,6 +423,26 @@ class Download(_Transfer):
             self._web_endpoints.add((host, port))
         await anyio.to_thread.run_sync(self._handle.add_url_seed, url)
 
+    async def verified_pieces(self) -> list[bool]:
+        """Which pieces are verified and on disk, by index (a status query with the piece
+        bitfield; blocking work runs in a worker thread)."""
+        return await anyio.to_thread.run_sync(_pieces_of, self._handle)
+
+    async def set_piece_deadlines(self, pieces: Iterable[int], deadline_ms: int) -> None:
+        """Ask for these pieces first, from the fastest peers (libtorrent's time-critical
+        pieces), within about ``deadline_ms``; the rest still follows rarest-first."""
+        wanted = [int(p) for p in pieces]
+
+        def call() -> None:
+            for index in wanted:
+                self._handle.set_piece_deadline(index, deadline_ms)
+
+        await anyio.to_thread.run_sync(call)
+
+    async def clear_piece_deadlines(self) -> None:
+        """Back to rarest-first for every piece."""
+        await anyio.to_thread.run_sync(self._handle.clear_piece_deadlines)
+
     async def save_resume_data(self) -> None:
         """Save resume data now (waits until it is on disk, at most :data:`STOP_TIMEOUT`)."""
         saved = anyio.Event()
@@ -521,6 +555,11 @@ class Download(_Transfer):
             self._last_resume_request = now
             flags = lt.torrent_handle.flush_disk_cache | lt.torrent_handle.save_info_dict
             self._engine._spawn_call(self._handle.save_resume_data, flags)
+
+
+def _pieces_of(handle: lt.torrent_handle) -> list[bool]:
+    status = handle.status(lt.torrent_handle.query_pieces)
+    return [bool(p) for p in status.pieces]
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -25,6 +25,7 @@ PACKAGE_ROOT = HERE.parent
 NODE_SCRIPT = HERE / "bt_node.py"
 WEBSEED_SCRIPT = HERE / "bt_webseed.py"
 BADPEER_SCRIPT = HERE / "bt_badpeer.py"
+TRANSPORT_SCRIPT = HERE / "bt_transport.py"
 
 Message = dict[str, Any]
 
@@ -200,6 +201,56 @@ class NodeProc(Proc):
         return code
 
 
+class TransportProc(Proc):
+    """A bt_transport.py process: the transport inside the core's PeerNetwork."""
+
+    def __init__(
+        self,
+        name: str,
+        workdir: Path,
+        log_dir: Path,
+        *,
+        backend: str,
+        options: dict[str, Any],
+        root: Path | None = None,
+    ) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        argv = [str(TRANSPORT_SCRIPT), "--workdir", str(workdir), "--backend", backend]
+        argv += ["--options", json.dumps(options)]
+        if root is not None:
+            argv += ["--root", str(root)]
+        super().__init__(name, argv, log_dir)
+        self.workdir = workdir
+        self.address = ""
+
+    def wait_ready(self) -> None:
+        ready = self.wait_event("ready", timeout=60)
+        self.address = ready["addresses"][0]
+        self.ports.add(int(self.address.rsplit(":", 1)[1]))
+
+    def call(self, cmd: str, *, timeout: float = 120.0, **fields: Any) -> Any:
+        """Send a request; its result, or AssertionError naming the remote error."""
+        reply = self.request_raw(cmd, timeout=timeout, **fields)
+        if "error" in reply:
+            raise AssertionError(f"{self.name} {cmd}: {reply['error']}: {reply['message']}")
+        return reply["result"]
+
+    def request_raw(self, cmd: str, *, timeout: float = 120.0, **fields: Any) -> Message:
+        self._next_id += 1
+        ident = self._next_id
+        self.send({"id": ident, "cmd": cmd, **fields})
+        return self.wait_for(lambda m: m.get("reply") == ident, timeout)
+
+    def quit(self, timeout: float = 60.0) -> int | None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(OSError):
+                self.send({"cmd": "quit"})
+        code = self.wait(timeout)
+        if code is None:
+            self.kill()
+        return code
+
+
 class Cluster:
     """Starts processes for one test and guarantees none outlives it."""
 
@@ -225,6 +276,24 @@ class Cluster:
         node.wait_ready()
         return node
 
+    def transport(
+        self,
+        name: str,
+        *,
+        backend: str = "asyncio",
+        options: dict[str, Any] | None = None,
+        root: Path | None = None,
+        start: bool = True,
+    ) -> TransportProc:
+        """A transport process working in ``root/<name>`` (state in ``root/<name>/NODE``)."""
+        proc = TransportProc(
+            name, self.root / name, self.logs, backend=backend, options=options or {}, root=root
+        )
+        self.procs.append(proc)
+        if start:
+            proc.wait_ready()
+        return proc
+
     def webseed(self, directory: Path) -> tuple[Proc, str]:
         """A Range-capable HTTP server for ``directory``; (process, base URL ending in /)."""
         proc = Proc("webseed", [str(WEBSEED_SCRIPT), str(directory)], self.logs)
@@ -245,7 +314,7 @@ class Cluster:
         """Quit the nodes cleanly, kill everything else, check that no port is left."""
         codes = {}
         for proc in self.procs:
-            if isinstance(proc, NodeProc) and not proc.killed:
+            if isinstance(proc, (NodeProc, TransportProc)) and not proc.killed:
                 codes[proc.name] = proc.quit()
             else:
                 proc.kill()

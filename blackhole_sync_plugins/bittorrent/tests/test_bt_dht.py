@@ -15,11 +15,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
+from blackhole_sync_bittorrent import MutableItem, announcement_salt, create_torrent
 from bt_helpers import Cluster, NodeProc, make_blob, sha256_of
 from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
-
-from blackhole_sync_bittorrent import MutableItem, announcement_salt, create_torrent
 
 pytestmark = [pytest.mark.xdist_group("net"), pytest.mark.timeout(180)]
 

@@ -9,8 +9,6 @@ from pathlib import Path
 import anyio
 import psutil
 import pytest
-from bt_helpers import Cluster, assert_port_free, make_blob, sha256_of
-
 from blackhole_sync_bittorrent import (
     Engine,
     EngineConfig,
@@ -21,6 +19,7 @@ from blackhole_sync_bittorrent import (
     build_settings,
     create_torrent,
 )
+from bt_helpers import Cluster, assert_port_free, make_blob, sha256_of
 
 pytestmark = [pytest.mark.xdist_group("net"), pytest.mark.timeout(120)]
 

@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bt_helpers import Cluster, NodeProc, make_blob, sha256_of
-
 from blackhole_sync_bittorrent import Torrent, create_torrent
+from bt_helpers import Cluster, NodeProc, make_blob, sha256_of
 
 pytestmark = [pytest.mark.xdist_group("net"), pytest.mark.timeout(180)]
 

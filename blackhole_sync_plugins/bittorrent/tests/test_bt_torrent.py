@@ -10,8 +10,6 @@ from pathlib import Path
 
 import libtorrent as lt
 import pytest
-from bt_helpers import PACKAGE_ROOT, make_blob
-
 from blackhole_sync_bittorrent import (
     InfoHashMismatch,
     LengthMismatch,
@@ -21,6 +19,7 @@ from blackhole_sync_bittorrent import (
     create_torrent,
     piece_size_for,
 )
+from bt_helpers import PACKAGE_ROOT, make_blob
 
 KIB = 1024
 MIB = 1024 * KIB

@@ -6,13 +6,12 @@ import json
 import subprocess
 import sys
 
-import pytest
-from bt_helpers import PACKAGE_ROOT
-from nacl.signing import SigningKey
-
 import blackhole_sync_bittorrent as bt
+import pytest
 from blackhole_sync_bittorrent import _bencode
 from blackhole_sync_bittorrent._dht import DhtClient
+from bt_helpers import PACKAGE_ROOT
+from nacl.signing import SigningKey
 
 
 def test_exports_are_complete_and_resolve() -> None:
