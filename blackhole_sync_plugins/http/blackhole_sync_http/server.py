@@ -3,6 +3,9 @@
 It serves exactly the repository layout of ARCHITECTURE.md section 5 and nothing else::
 
     root.json  <N>.root.json  index.json  manifests/<version>.json  blobs/<sha256 hex>
+    torrents/<btih>.torrent (written next to the blobs when the BitTorrent plugin is installed)
+    governance/validators.json  governance/{proposals,deprecations}/<id>.json
+    governance/{rollouts,halts}/<version>.json  downgrades/<version>.json
 
 Any other path -- drafts, keys, ``.bhsync/``, dot files, directories -- is ``404``, as is any
 request path holding ``..``, ``//``, a backslash or a percent-escape (no legitimate name needs
@@ -67,7 +70,7 @@ import anyio
 import anyio.to_thread
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from attrs import define, frozen
+from attrs import define, field, frozen
 
 from .limits import ServerLimits
 
@@ -86,7 +89,13 @@ LAYOUT = re.compile(
     r"|index\.json"
     r"|[1-9][0-9]{0,18}\.root\.json"
     r"|manifests/[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*\.json"
-    r"|blobs/[0-9a-f]{64})"
+    r"|blobs/[0-9a-f]{64}"
+    r"|torrents/[0-9a-f]{40}\.torrent"  # the BitTorrent plugin's companions of blobs
+    # coordination documents the index lists (blackhole_sync.documents.coordination_relpath)
+    r"|governance/validators\.json"
+    r"|governance/(?:proposals|deprecations)/[a-z0-9][a-z0-9._-]{0,63}\.json"
+    r"|governance/(?:rollouts|halts)/[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*\.json"
+    r"|downgrades/[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*\.json)"
 )
 IMMUTABLE = "public, max-age=31536000, immutable"
 NO_CACHE = "no-cache"
@@ -109,6 +118,20 @@ class ServerStats:
     dropped: int = 0
     #: Requests being served now (each holds a slot until its handler returns).
     active: int = 0
+    #: Bytes sent per served path (relative to the root, e.g. ``blobs/<sha256>``).
+    by_path: dict[str, int] = field(factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The counters as JSON-ready values (what ``serve`` writes to its status file)."""
+        return {
+            "requests": self.requests,
+            "bytes_sent": self.bytes_sent,
+            "busy_refusals": self.busy_refusals,
+            "client_refusals": self.client_refusals,
+            "dropped": self.dropped,
+            "active": self.active,
+            "by_path": dict(self.by_path),
+        }
 
 
 _ROOT_KEY = web.AppKey("blackhole_sync_http.root", Path)
@@ -333,7 +356,9 @@ async def _send(
     etag = f'"{info.st_mtime_ns:x}-{size:x}-{info.st_ino:x}"'
     last_modified = email.utils.formatdate(info.st_mtime, usegmt=True)
     relative = request.match_info["path"]
-    mutable = relative in ("root.json", "index.json")
+    mutable = relative in ("root.json", "index.json") or relative.startswith(
+        ("governance/", "downgrades/")  # a newer version replaces the file
+    )
     headers = {
         "ETag": etag,
         "Last-Modified": last_modified,
@@ -428,6 +453,8 @@ async def _send_body(
             break
         await guard.write(response, block)
         stats.bytes_sent += len(block)
+        path = request.match_info.get("path", "")
+        stats.by_path[path] = stats.by_path.get(path, 0) + len(block)
         position += len(block)
     await guard.write(response, b"")
 
@@ -623,6 +650,8 @@ class RepositoryServer:
 
     def __init__(self, limits: ServerLimits | None = None) -> None:
         self.limits = limits or ServerLimits()
+        #: The counters of the server running now (or last), None before it starts.
+        self.stats: ServerStats | None = None
 
     async def serve(
         self,
@@ -646,5 +675,6 @@ class RepositoryServer:
             tls_key=tls_key,
             tls_client_ca=tls_client_ca,
         ) as server:
+            self.stats = server.stats
             ready(server.url)
             await anyio.sleep_forever()

@@ -484,7 +484,9 @@ async def test_a_node_installs_a_release_whose_artifact_only_ipfs_serves(
     ``serve`` still exits 0 on SIGTERM (Kubo must not take the signal over)."""
     repo, key = new_repo(tmp_path)
     data = random.Random(9).randbytes(1_500_000)
-    plugins = make_plugin_manager(load_entrypoints=True, block=["gossip"])
+    # IPFS alone (with the other peer plugins installed, the release would carry their
+    # locators too and the node would try them)
+    plugins = make_plugin_manager(load_entrypoints=True, block=["gossip", "bittorrent"])
     (artifact,) = release(repo, key, tmp_path, "1.0.0", data, plugins=plugins).artifacts
     blob_file = repo.path / "blobs" / artifact.blob.sha256
     cid = cid_of_file(blob_file)
@@ -527,7 +529,7 @@ async def test_a_node_installs_a_release_whose_artifact_only_ipfs_serves(
         init_node(node, root_bytes=repo.root_bytes(), sources=[url, "ipfs://"])
         config = (node / "config.toml").read_text()
         config = config.replace("loopback_only = false", "loopback_only = true")
-        config = config.replace("block = []", 'block = ["gossip"]')
+        config = config.replace("block = []", 'block = ["gossip", "bittorrent"]')
         config += f"\n[ipfs]\nbootstrap = [{json.dumps(origin_ipfs)}]\nfetch_timeout = 20\n"
         (node / "config.toml").write_text(config)
         done = await anyio.to_thread.run_sync(lambda: cli("node", "update", str(node), "--json"))
