@@ -40,7 +40,7 @@ def make_repo(base: Path, releases: int) -> Path:
     repo = Repository.init(
         base / "repo", root_keys=[key.public_key], root_threshold=1,
         release_keys=[key.public_key], release_threshold=1, index_key=key.public_key,
-        sign_with=[key], index_expires=30 * 86_400,
+        sign_with=[key], index_expires_seconds=30 * 86_400,
     )  # fmt: skip
     artifact = base / "service"
     for n in range(releases):

@@ -13,12 +13,19 @@ installed and ``[network] peer_to_peer`` is on) lives as long as the agent: it c
 start (asks peers for the newest announcement), listens for announcements -- one the gate
 accepts whose index is newer than the node's wakes the agent for a check recorded with
 ``trigger: "announce"`` -- and broadcasts the node's signed status every
-``[network] status_interval`` seconds and after each install.
+``[network] status_interval`` seconds and after each install. After every cycle it offers the
+transfer blobs the node keeps (``NODE/blobs``) over the transports that seed
+(:func:`seed_kept_blobs`: IPFS pins them, and unpins those of pruned versions).
 
-Each cycle first watches the current version's health
+Each cycle first applies the configuration changes whose effective date has come
+(:meth:`UpdateManager.apply_due_config_changes`), then watches the current version's health
 (:meth:`UpdateManager.confirm_current_health`): it is marked good once its health window has
-passed, and abandoned -- rolled back and marked bad, never retried automatically -- after
-``MAX_START_FAILURES`` failed checks in a row.
+passed, and abandoned -- marked bad, never retried automatically, and rolled back to a
+re-hashed (or re-fetched) tree -- after ``MAX_START_FAILURES`` failed checks in a row. While
+the current version is good, each cycle adds one metric sample to its regression baseline
+(``[regression]``). A running version that was withdrawn is left only upward, for the newest
+valid release; with nothing newer the cycle says so and stays. A release held after a
+rollback is named as such, never reported as "up to date".
 """
 
 from __future__ import annotations
@@ -36,10 +43,15 @@ from .errors import BlackholeSyncError, NodeLockedError
 if TYPE_CHECKING:
     from .fetch import PluginHost
     from .network import Decided, PeerNetwork
+    from .network.service import CoordinationService
 
-__all__ = ["run_agent", "run_cycle"]
+__all__ = ["run_agent", "run_cycle", "seed_kept_blobs"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds before a cycle that found the node locked (by a command, or the status broadcast)
+#: is tried again.
+LOCKED_RETRY = 5.0
 
 
 async def run_cycle(
@@ -53,21 +65,42 @@ async def run_cycle(
     from .manager import UpdateManager
 
     async with UpdateManager(node_dir, plugins=plugins, peers=peers) as manager:
+        applied = manager.apply_due_config_changes()
+        if applied:
+            log.warning("applied configuration changes now due: %s", ", ".join(applied))
+        current = manager.store.current_version()
         health = await manager.confirm_current_health()
         if health in ("unhealthy", "abandoned"):
+            if health == "abandoned" and current is not None:
+                await manager.health_report(current, False, reason="abandoned after failed checks")
             return f"current version {health}", None
+        if health == "good":
+            await manager.record_baseline_sample()
         result = await manager.sync_with_network(trigger=trigger)
         if result.error is not None:
             return f"check failed: {result.error}", None
         if result.installed is not None:
             r = result.installed
             if peers is not None and peers.active:
+                await manager.health_report(r.version, True, method=r.method)
                 await manager.broadcast_update_status()
             return f"installed {r.version} ({r.method}, {r.bytes_fetched} bytes)", None
         if result.decision is None:
-            held = manager.held_versions()
-            if held:
-                return f"up to date (held after a rollback: {', '.join(held)})", None
+            status = manager.get_update_status()
+            yanked = status.yanked
+            if yanked is not None:
+                reason = yanked["reason"] or "no reason given"
+                return (
+                    f"the running version {yanked['version']} was withdrawn ({reason}); "
+                    "no newer release to move to: staying on it"
+                ), None
+            waiting = [v for v in status.available if v in status.held_versions]
+            if waiting:
+                names = ", ".join(waiting)
+                return (
+                    f"not installing {names}: held after a rollback "
+                    f"(`node confirm --version {waiting[-1]}` or `node update` installs it)"
+                ), None
             return "up to date", None
         decision = result.decision
         wait = None
@@ -88,8 +121,8 @@ class _Wake:
         self.reason = reason
         self._event.set()
 
-    async def wait(self, timeout: float) -> str:
-        with anyio.move_on_after(timeout):
+    async def wait(self, seconds: float) -> str:
+        with anyio.move_on_after(seconds):
             await self._event.wait()
         reason = self.reason if self._event.is_set() else "poll"
         self._event = anyio.Event()
@@ -97,10 +130,15 @@ class _Wake:
         return reason
 
 
-def open_peer_network(node_dir: Path, plugins: PluginHost) -> PeerNetwork:
+def open_peer_network(
+    node_dir: Path, plugins: PluginHost, coordination: CoordinationService | None = None
+) -> PeerNetwork:
     """The node's peer network: its installed peer transports, its identity, and the gate
-    over its trusted root and persisted seq floors (not started: use ``async with``)."""
-    from .documents import TrustedState, load_private_key
+    over its trusted root and persisted seq floors (not started: use ``async with``). With
+    ``coordination``, the gate checks votes and certificates against the node's validator set
+    and proposals, and transports get the handshake's ``hello`` and ``admit`` (fork ids)."""
+    from .codecs import load_private_key
+    from .documents import TrustedState
     from .network import PeerMessageGate, PeerNetwork
     from .node import NodeConfig, NodeLayout, StateDB, TrustStore
 
@@ -116,16 +154,32 @@ def open_peer_network(node_dir: Path, plugins: PluginHost) -> PeerNetwork:
             roots[data] = TrustedState(data).root
         return roots[data]
 
-    floors = StateDB.open(layout.state_db)
-    gate = PeerMessageGate(root, floors)
+    if coordination is None:
+        floors = StateDB.open(layout.state_db)
+        gate = PeerMessageGate(root, floors)
+    else:
+        gate = PeerMessageGate(
+            root,
+            coordination.store,
+            validators=coordination.validators,
+            proposal=coordination.proposal,
+        )
     identity = load_private_key(layout.identity_key)
+
+    def index_keys() -> list[bytes]:  # where BEP 44 announcements are stored (DHT lookups)
+        _spec, keys = root().role_keys("index")
+        return [key.raw for key in keys.values()]
+
     options: dict[str, Any] = {
         "network_id": root().network_id,
         "identity_key": identity.seed,
         "state_root": layout.root,
         "loopback_only": config.network.loopback_only,
         "node_config": config.to_dict(),
+        "index_keys": index_keys,
     }
+    if coordination is not None:
+        options.update(coordination.transport_options())
     specs = plugins.transport_specs() if config.network.peer_to_peer else []
     return PeerNetwork(specs, gate, options)
 
@@ -152,6 +206,19 @@ async def _listen(peers: PeerNetwork, node_dir: Path, wake: _Wake) -> None:
         consider(decided)
     async for decided in peers.messages(["announcement"]):
         consider(decided)
+
+
+async def seed_kept_blobs(peers: PeerNetwork, node_dir: Path) -> list[str]:
+    """Offer the node's kept transfer blobs (``NODE/blobs``) over the peer transports that seed
+    (IPFS pins them; the blobs of pruned versions are unpinned); the transports that took it.
+
+    Called after every cycle: pins follow installs and prunes, whichever command did them.
+    """
+    from .node import NodeLayout, kept_blobs
+
+    layout = NodeLayout(node_dir)
+    blobs = {sha256: layout.blob(sha256) for sha256 in kept_blobs(layout)}
+    return await peers.seed(blobs)
 
 
 async def _broadcast_status(peers: PeerNetwork, node_dir: Path, plugins: PluginHost) -> None:
@@ -185,7 +252,9 @@ async def run_agent(
 
     config = NodeConfig.from_file(NodeLayout(node_dir).config)
     period = float(interval or config.check_interval)
-    plugins = plugins or make_plugin_manager(load_entrypoints=True)
+    plugins = plugins or make_plugin_manager(
+        load_entrypoints=config.plugins.autoload, block=config.plugins.block
+    )
     wake = _Wake()
     async with AsyncExitStack() as stack:
         tg = await stack.enter_async_context(anyio.create_task_group())
@@ -199,11 +268,22 @@ async def run_agent(
 
         tg.start_soon(stop_on_signal)
         peers: PeerNetwork | None = None
+        coordination: CoordinationService | None = None
         if not once:
-            peers = await stack.enter_async_context(open_peer_network(node_dir, plugins))
+            from .network.service import CoordinationService
+            from .node import StateDB
+
+            store = StateDB.open(NodeLayout(node_dir).state_db)
+            stack.callback(store.close)
+            coordination = CoordinationService(node_dir, plugins, store)
+            peers = await stack.enter_async_context(
+                open_peer_network(node_dir, plugins, coordination)
+            )
             if peers.active:
                 tg.start_soon(_listen, peers, node_dir, wake)
                 tg.start_soon(_broadcast_status, peers, node_dir, plugins)
+                tg.start_soon(coordination.listen, peers, wake.ring)
+            tg.start_soon(coordination.run, peers, wake.ring)
         trigger = "start"
         while True:
             wait: float | None = None
@@ -212,8 +292,13 @@ async def run_agent(
                     node_dir, trigger=trigger, plugins=plugins, peers=peers
                 )
                 print(f"{utcnow_precise():%Y-%m-%dT%H:%M:%SZ} {summary}", flush=True)
+                if coordination is not None:
+                    coordination.reload()
+                if peers is not None and peers.active:
+                    await seed_kept_blobs(peers, node_dir)
             except NodeLockedError:
                 print("node busy (another command holds its lock); will retry", flush=True)
+                wait = LOCKED_RETRY  # soon: not a whole check interval later
             except BlackholeSyncError as exc:
                 print(f"cycle failed: {exc}", flush=True)
                 if once:

@@ -62,9 +62,13 @@ async def _publish_all(
 class UpdateDistribution:
     """A node's multi-protocol distribution: retrieve, distribute and seed releases."""
 
-    def __init__(self, manager: UpdateManager, protocols: Mapping[str, Transport]) -> None:
+    def __init__(
+        self, manager: UpdateManager, protocols: Mapping[str, Transport] | None = None
+    ) -> None:
         self.manager = manager
-        self.protocols = dict(protocols)
+        #: By name; by default the registered transports that run here (the manager's own,
+        #: closed with it: a BitTorrent seed started by ``seed_update`` lasts that long).
+        self.protocols = dict(protocols) if protocols is not None else manager.transports()
 
     async def retrieve_update(self, update_id: str) -> UpdatePackage:
         """Fetch and stage the release ``update_id`` (a version), verified like any update."""
@@ -96,6 +100,11 @@ def _verified_files(tree: Path, version: str, manager: UpdateManager) -> dict[st
     manifest = manager.manifest_of(version)
     files: dict[str, Path] = {}
     for artifact in manifest.artifacts_for(manager.config.platform, manager.config.arch):
+        if artifact.transfer is not None:  # peers fetch the compressed blob the node kept
+            kept = manager.store.layout.blob(artifact.transfer.sha256)
+            meta = (artifact.transfer.sha256, artifact.transfer.length)
+            if kept.is_file() and hash_file(kept) == meta:
+                files[artifact.transfer.sha256] = kept
         if artifact.unpack is not None or artifact.encryption is not None:
             continue  # only the artifact itself is content-addressed by its sha256
         path = tree / artifact.name

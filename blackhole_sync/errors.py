@@ -42,6 +42,9 @@ the built-in ``ValueError`` / ``TypeError`` / ``RuntimeError``.
     │   ├── PluginLoadError             an entry point failed to import or register
     │   └── MissingPluginError          nothing handles this transport / scheme / codec
     └── ConfigurationError              bad node or repository configuration
+        └── KeyFileError                a private key file that cannot be used as it is:
+                                        accessible by group or others (and not encrypted),
+                                        or encrypted and no or a wrong passphrase given
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ __all__ = [
     "HealthCheckError",
     "IncompatibleReleaseError",
     "InstallError",
+    "KeyFileError",
     "InsufficientSpaceError",
     "LengthExceededError",
     "LengthOrHashMismatchError",
@@ -230,3 +234,9 @@ class MissingPluginError(PluginError):
 
 class ConfigurationError(BlackholeSyncError):
     """A node or repository configuration value is invalid."""
+
+
+class KeyFileError(ConfigurationError):
+    """A private key file cannot be used as it is: it is accessible by group or others and
+    not encrypted (``chmod 600`` fixes it), or it is encrypted and no passphrase, or a wrong
+    one, was given."""

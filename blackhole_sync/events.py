@@ -33,6 +33,8 @@ EVENT_KINDS: Final = (
     "installed",  # detail may carry {"critical": true} for notify_after_install
     "rolled-back",
     "failed",  # detail: {"error": "..."}
+    "protocol-activated",  # detail: {"proposal", "protocol_version", "height"}
+    "downgraded",  # a signed downgrade was followed; detail: {"from_version", "reason"}
 )
 
 

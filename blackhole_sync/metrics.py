@@ -98,6 +98,8 @@ class ArtifactProgress:
     name: str
     total: int | None = None
     received: int = 0
+    #: The source delivering it, once the fetch names one: the node's source URL (a peer
+    #: transport's locator when it came from a peer).
     source: str = ""
     done: bool = False
 
@@ -378,18 +380,20 @@ class UpdateMetrics:
 
         ``event.received`` counts the bytes in the sink; when it goes down the sink was
         reset for another source, and counting restarts (the bytes already fetched stay in
-        the totals: they crossed the network).
+        the totals: they crossed the network). A resumed download's first events carry the
+        kept prefix in ``event.resumed``: those bytes count as progress, not as fetched.
         """
         name = artifact if artifact is not None else event.source
+        source = event.url or event.source  # the source's URL, once the fetch names it
         progress = self.start_artifact(name, event.total)
-        last = self._last_received.get(name, 0)
+        last = self._last_received.get(name, event.resumed)
         delta = event.received - last if event.received >= last else event.received
         self._last_received[name] = event.received
         progress.received = event.received
-        progress.source = event.source
+        progress.source = source
         if delta > 0:
             self._speed.add(delta)
-            self.bytes_by_source[event.source] = self.bytes_by_source.get(event.source, 0) + delta
+            self.bytes_by_source[source] = self.bytes_by_source.get(source, 0) + delta
 
     def finish_artifact(self, name: str) -> None:
         progress = self.start_artifact(name)
@@ -418,6 +422,14 @@ class UpdateMetrics:
         if self._reported_bytes is not None:
             return self._reported_bytes
         return self._speed.total
+
+    @property
+    def download_duration(self) -> float | None:
+        """Seconds from the start of the download to its end (or now); None before it began."""
+        if self._download_start is None:
+            return None
+        end = self._download_end if self._download_end is not None else self.clock()
+        return end - self._download_start
 
     @property
     def download_progress(self) -> int | None:
@@ -544,10 +556,8 @@ class UpdateMetrics:
         res = self.resources
         res_dict = res.to_dict() if res is not None else None
         duration = self.installation_duration
-        dl_time = None
-        if self._download_start is not None:
-            end = self._download_end if self._download_end is not None else self.clock()
-            dl_time = _round(end - self._download_start)
+        dl_duration = self.download_duration
+        dl_time = None if dl_duration is None else _round(dl_duration)
         return {
             "version": self.version,
             "from_version": self.from_version,

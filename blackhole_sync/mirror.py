@@ -3,8 +3,9 @@
 :func:`export_mirror` fills ``NODE/mirror/`` with the repository layout of ARCHITECTURE.md
 section 5 -- ``root.json``, ``<N>.root.json``, ``index.json``, ``manifests/<v>.json`` and
 ``blobs/<sha256>`` -- from what the node has already verified: its trusted documents (as
-received bytes) and the files of its installed versions, hard-linked (or copied across file
-systems) under their sha256. Any HTTP origin serves that directory as a mirror
+received bytes), the files of its installed versions and the transfer blobs it keeps
+(``NODE/blobs``: compressed artifacts, patches), hard-linked (or copied across file systems)
+under their sha256. Any HTTP origin serves that directory as a mirror
 (``blackhole-sync node serve``). A neighbour trusts none of it more than an origin: every byte
 is verified against signed metadata on arrival, so a stale or tampered mirror costs a retry,
 never an install.
@@ -21,6 +22,7 @@ from attrs import frozen
 
 from ._fsutil import hash_file, replace, write_atomic
 from .documents import Envelope, ReleaseManifest
+from .node.blobs import blob_digests
 
 __all__ = ["MirrorResult", "export_mirror"]
 
@@ -87,6 +89,10 @@ def export_mirror(
             digest, length = hash_file(source)
             if digest == artifact.sha256 and length == artifact.length:
                 blobs[digest] = source
+        for digest in sorted(blob_digests([manifest])):  # compressed artifacts, patches
+            kept = node / "blobs" / digest
+            if kept.is_file() and not kept.is_symlink() and hash_file(kept)[0] == digest:
+                blobs[digest] = kept
     for digest, source in blobs.items():
         dest = out / "blobs" / digest
         if not dest.exists():

@@ -12,11 +12,15 @@ side, all in one process:
 
 The origin watches ``index.json``: a ``release publish`` or ``repo refresh`` in another process
 is picked up within :data:`INDEX_POLL` seconds. Its peer identity and seq floors live in
-``REPO/.bhsync/origin/`` (never served).
+``REPO/.bhsync/origin/`` (never served), and so does ``status.json``: the origin's own byte
+counters, rewritten every :data:`INDEX_POLL` seconds while they change -- ``http`` (what the
+HTTP server sent, per path, when the server keeps counters) and ``peers`` (each peer
+transport's ``status()``, e.g. the BitTorrent seed's upload per blob).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -31,7 +35,7 @@ if TYPE_CHECKING:
     from .documents import PrivateKey
     from .network import PeerNetwork
 
-__all__ = ["INDEX_POLL", "find_server", "run_origin"]
+__all__ = ["INDEX_POLL", "find_server", "origin_status", "run_origin"]
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +56,16 @@ def find_server(plugins: PluginHost) -> ServerFactory:
 
 
 def origin_peer_network(
-    repo: Path, plugins: PluginHost, peer_config: Mapping[str, Any] | None = None
+    repo: Path,
+    plugins: PluginHost,
+    peer_config: Mapping[str, Any] | None = None,
+    index_key: PrivateKey | None = None,
 ) -> PeerNetwork:
     """The origin's peer network: its own identity and floors under ``REPO/.bhsync/origin``,
-    the gate over the repository's root (not started: use ``async with``)."""
-    from .documents import load_private_key, write_key_pair
-    from .network import PeerMessageGate, PeerNetwork
+    the gate over the repository's root (not started: use ``async with``). With
+    ``index_key``, transports get its seed as the ``index_key`` option (BEP 44 puts)."""
+    from .codecs import load_private_key, write_key_pair
+    from .network import PeerMessageGate, PeerNetwork, admit
     from .node import StateDB
     from .release import RepoLayout
 
@@ -77,7 +85,12 @@ def origin_peer_network(
         "state_root": home,
         "loopback_only": bool(network.get("loopback_only", False)),
         "node_config": config,
+        # nodes that declare protocol versions say a fork id at the handshake: the origin runs
+        # no host protocol and admits any node of its network (network/compat.py)
+        "admit": functools.partial(admit, None, network_id=layout.root().network_id),
     }
+    if index_key is not None:
+        options["index_key"] = index_key.seed
     return PeerNetwork(plugins.transport_specs(), gate, options)
 
 
@@ -121,6 +134,42 @@ async def _follow_index(
         await anyio.sleep(poll)
 
 
+def origin_status(server: object, peers: PeerNetwork | None) -> dict[str, Any]:
+    """The origin's own counters: the HTTP server's (``stats.to_dict()`` when it keeps any)
+    and each peer transport's ``status()``."""
+    stats = getattr(server, "stats", None)
+    http = stats.to_dict() if stats is not None and hasattr(stats, "to_dict") else None
+    transports: dict[str, Any] = {}
+    for transport in [] if peers is None else peers.transports:
+        status = getattr(transport, "status", None)
+        if callable(status):
+            try:
+                transports[transport.name] = status()
+            except Exception:  # a counter must never stop the origin
+                log.debug("%s status failed", transport.name, exc_info=True)
+    return {"http": http, "peers": transports}
+
+
+async def _write_status(path: Path, server: object, peers: PeerNetwork, poll: float) -> None:
+    """Rewrite ``path`` with :func:`origin_status` whenever it changed."""
+    import json
+
+    import anyio.to_thread
+
+    from ._fsutil import write_atomic
+
+    last = b""
+    while True:
+        data = json.dumps(origin_status(server, peers), sort_keys=True).encode()
+        if data != last:
+            try:
+                await anyio.to_thread.run_sync(lambda: write_atomic(path, data, mode=0o600))
+                last = data
+            except OSError as exc:
+                log.debug("could not write %s: %s", path, exc)
+        await anyio.sleep(poll)
+
+
 async def run_origin(
     repo: Path,
     *,
@@ -148,11 +197,15 @@ async def run_origin(
 
         tg.start_soon(lambda: server.serve(repo, host, port, ready=http_ready, **dict(tls or {})))
         await started.wait()
-        peers = origin_peer_network(repo, plugins, peer_config)
+        peers = origin_peer_network(repo, plugins, peer_config, index_key)
         async with peers:
             for transport in peers.transports:
                 for address in transport.addresses():
                     ready(f"peer {transport.name} {address}")
+            from .release import RepoLayout
+
+            status_path = RepoLayout.open(repo).private_dir / "origin" / "status.json"
+            tg.start_soon(_write_status, status_path, server, peers, poll)
             if peers.active:
                 await _follow_index(repo, peers, index_key, poll)
             else:

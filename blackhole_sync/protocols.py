@@ -152,6 +152,20 @@ class UpdateStatus:
     #: The last check: its time, what triggered it ("request", "poll", "announce", "start")
     #: and the index version it ended with; None before the first check.
     last_check: Mapping[str, Any] | None = None
+    #: ``{"version", "reason"}`` when the running version was withdrawn (yanked), else None.
+    yanked: Mapping[str, str] | None = None
+    #: What the policy would do now about the best release not held (``version``,
+    #: ``action``, ``reason``, ``not_before``), e.g. wait for ``node confirm``; None when
+    #: nothing newer is known.
+    pending: Mapping[str, Any] | None = None
+    #: Plugins that failed to load: ``{"name", "error"}`` each.
+    plugin_failures: tuple[Mapping[str, str], ...] = ()
+    #: Network coordination: activation proposals (with ``pending_activations``), rollouts,
+    #: halts and deprecation warnings; None when the index lists no coordination documents.
+    coordination: Mapping[str, Any] | None = None
+    #: What each peer transport last reported from this node's ``node run`` (its
+    #: ``NODE/<name>/status.json``: BitTorrent's seeds and ratio...), by transport name.
+    transports: Mapping[str, Mapping[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -169,6 +183,11 @@ class UpdateStatus:
             "policy": dict(self.policy),
             "metrics": dict(self.metrics),
             "last_check": None if self.last_check is None else dict(self.last_check),
+            "yanked": None if self.yanked is None else dict(self.yanked),
+            "pending": None if self.pending is None else dict(self.pending),
+            "plugin_failures": [dict(f) for f in self.plugin_failures],
+            "coordination": None if self.coordination is None else dict(self.coordination),
+            "transports": {k: dict(v) for k, v in (self.transports or {}).items()},
         }
 
 

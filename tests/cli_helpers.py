@@ -7,8 +7,11 @@ CLI module: the tests see exactly what an operator sees.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
+import select
 import shutil
 import signal
 import subprocess
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from attrs import frozen
+
+from blackhole_sync.testing import kill_group, run, scaled, stop
 
 _BIN = Path(sys.executable).parent / "blackhole-sync"
 BIN = str(_BIN) if _BIN.exists() else (shutil.which("blackhole-sync") or "blackhole-sync")
@@ -51,20 +56,16 @@ class Result:
         return f"$ blackhole-sync {' '.join(self.args)}\n-> {self.code}\n{self.out}{self.err}"
 
 
-def bhs(*args: str | os.PathLike[str], expect: int | None = 0, timeout: float = 60) -> Result:
+def bhs(*args: str | os.PathLike[str], expect: int | None = 0, timeout: float = 120) -> Result:
     """Run ``blackhole-sync ARGS``; check the exit status (``expect=None``: any) and stderr.
 
     Whatever the outcome, stderr never carries a traceback, and a failure is exactly one line.
+    With ``--json``, stdout is one object whose keys are the ones docs/cli.rst documents for
+    the command (or the error object). ``timeout`` (scaled by
+    ``BLACKHOLE_SYNC_TEST_TIMEOUT_SCALE``) only stops a hang.
     """
     argv = tuple(str(a) for a in args)
-    proc = subprocess.run(
-        [BIN, *argv],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    proc = run([BIN, *argv], env=ENV, timeout=timeout)
     result = Result(argv, proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, str(result)
     if expect is not None:
@@ -73,7 +74,106 @@ def bhs(*args: str | os.PathLike[str], expect: int | None = 0, timeout: float = 
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) >= 1, f"a failure without an error line\n{result}"
         assert lines[-1].startswith("blackhole-sync:"), str(result)
+    if "--json" in argv and "--help" not in argv and proc.stdout:
+        check_documented_json(argv, result)
     return result
+
+
+# -- the documented contract (docs/cli.rst) -------------------------------------------------------
+
+CLI_DOC = Path(__file__).resolve().parent.parent / "docs" / "cli.rst"
+
+
+@frozen
+class DocumentedCommand:
+    """One command's section of docs/cli.rst."""
+
+    words: tuple[str, ...]
+    text: str
+    #: ``--flags`` the section names
+    flags: frozenset[str]
+    #: the ``:JSON keys:`` field; None when the command has no --json output
+    json_keys: frozenset[str] | None
+    #: ``:History entry keys:`` and the like: each entry of a listed array
+    entry_keys: frozenset[str] | None
+
+
+def _field(section: str, name: str) -> str | None:
+    """The text of the RST field ``:name:`` (with its indented continuation lines)."""
+    match = re.search(rf"^:{re.escape(name)}:(.*(?:\n[ \t]+.*)*)", section, re.MULTILINE)
+    return None if match is None else match.group(1)
+
+
+@functools.cache
+def documented_commands() -> dict[tuple[str, ...], DocumentedCommand]:
+    """Every command section of docs/cli.rst (titles underlined with ``~``)."""
+    text = CLI_DOC.read_text(encoding="utf-8")
+    titles = list(re.finditer(r"^([a-z][a-z -]*)\n~+\n", text, re.MULTILINE))
+    out: dict[tuple[str, ...], DocumentedCommand] = {}
+    for i, match in enumerate(titles):
+        end = titles[i + 1].start() if i + 1 < len(titles) else len(text)
+        section = text[match.end() : end]
+        # the section ends at the next group heading (a title underlined with "-")
+        group = re.search(r"^\S.*\n-{3,}\n", section, re.MULTILINE)
+        if group is not None:
+            section = section[: group.start()]
+        words = tuple(match.group(1).split())
+        keys = _field(section, "JSON keys")
+        json_keys = None
+        if keys is not None and not keys.strip().startswith("none"):
+            # only the top-level keys: "(each: ...)" describes the entries of a list
+            json_keys = frozenset(
+                re.findall(r"``(\w+)``", re.sub(r"\(.*?\)", "", keys, flags=re.S))
+            )
+        entry = _field(section, "History entry keys")
+        out[words] = DocumentedCommand(
+            words,
+            section,
+            frozenset(re.findall(r"(--[a-z][a-z0-9-]*)", section)),
+            json_keys,
+            None if entry is None else frozenset(re.findall(r"``(\w+)``", entry)),
+        )
+    return out
+
+
+def documented_error_keys() -> frozenset[str]:
+    text = CLI_DOC.read_text(encoding="utf-8")
+    field = _field(text, "Error keys")
+    assert field is not None, "docs/cli.rst lacks the ':Error keys:' field"
+    return frozenset(re.findall(r"``(\w+)``", field))
+
+
+def command_of(argv: Sequence[str]) -> tuple[str, ...]:
+    """The command words at the start of ``argv`` (``("node", "status")``)."""
+    commands = documented_commands()
+    for n in (2, 1):
+        words = tuple(argv[:n])
+        if words in commands:
+            return words
+    raise AssertionError(f"{' '.join(argv[:2])}: not a command documented in docs/cli.rst")
+
+
+def check_documented_json(argv: Sequence[str], result: Result) -> None:
+    """The one JSON object ``--json`` printed has the documented keys (or is the error)."""
+    obj = result.json()
+    if result.code != 0 and set(obj) == {"error"}:
+        assert set(obj["error"]) == documented_error_keys(), str(result)
+        assert obj["error"]["exit"] == result.code, str(result)
+        return
+    doc = documented_commands()[command_of(argv)]
+    assert doc.json_keys is not None, f"docs/cli.rst: {' '.join(doc.words)} has no JSON keys"
+    extra, missing = set(obj) - doc.json_keys, doc.json_keys - set(obj)
+    assert not extra and not missing, (
+        f"{' '.join(doc.words)} --json: keys differ from docs/cli.rst (one documented key set "
+        f"whatever the outcome): undocumented {sorted(extra)}, absent {sorted(missing)}\n{result}"
+    )
+    if doc.entry_keys is not None:
+        for name, value in obj.items():
+            for entry in value if isinstance(value, list) else ():
+                assert set(entry) == doc.entry_keys, (
+                    f"{' '.join(doc.words)} --json: an entry of {name!r} has keys "
+                    f"{sorted(entry)}, docs/cli.rst says {sorted(doc.entry_keys)}"
+                )
 
 
 def bhs_json(*args: str | os.PathLike[str], expect: int = 0) -> dict[str, Any]:
@@ -168,27 +268,53 @@ def small_change(src: Path, dst: Path, *, at: int | None = None) -> Path:
 # -- the server -----------------------------------------------------------------------------------
 
 
+def _first_line(proc: subprocess.Popen[str], timeout: float) -> str:
+    """The first line ``proc`` prints on stdout, or "" if it prints none within ``timeout``."""
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    return proc.stdout.readline().strip() if ready else ""
+
+
+def _terminate(proc: subprocess.Popen[str]) -> tuple[int | None, str]:
+    """SIGTERM, the exit status (None: it had to be killed) and what it wrote on stderr;
+    afterwards nothing of it runs and its pipes are closed."""
+    if proc.returncode is not None and (proc.stderr is None or proc.stderr.closed):
+        return proc.returncode, ""  # already terminated
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    code: int | None
+    try:
+        code = proc.wait(timeout=scaled(15))
+    except subprocess.TimeoutExpired:
+        kill_group(proc)
+        code = None
+    try:
+        _, err = proc.communicate(timeout=scaled(10))
+    except subprocess.TimeoutExpired:  # a child of it still holds the pipes
+        kill_group(proc)
+        err = ""
+    finally:
+        stop(proc)  # the rest of its process group, and every pipe closed
+    return code, err or ""
+
+
 class Server:
     def __init__(self, proc: subprocess.Popen[str], url: str) -> None:
         self.proc = proc
         self.url = url
 
     def stop(self) -> int:
-        """SIGTERM, then the exit status."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+        """SIGTERM, then the exit status (killed after a scaled grace period: an error)."""
+        code, err = _terminate(self.proc)
+        assert code is not None, f"the server ignored SIGTERM: {err}"
+        return code
 
 
 @contextmanager
 def serve(repo: Path, *extra: str, command: Sequence[str] = ("serve",)) -> Iterator[Server]:
     """``blackhole-sync serve REPO --port 0`` (or another serving ``command``, such as
-    ``node serve``); yields once it printed its URL; checks exit 0 on SIGTERM."""
+    ``node serve``); yields once it printed its URL; checks exit 0 on SIGTERM. The server is
+    stopped and its pipes closed whatever happens."""
     proc = subprocess.Popen(
         [BIN, *command, str(repo), "--port", "0", *extra],
         stdout=subprocess.PIPE,
@@ -196,29 +322,16 @@ def serve(repo: Path, *extra: str, command: Sequence[str] = ("serve",)) -> Itera
         text=True,
         env=ENV,
         stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
-    server: Server | None = None
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline().strip()
-        assert line.startswith(("http://127.0.0.1:", "https://127.0.0.1:")), (
-            f"serve printed {line!r}; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
-        )
-        server = Server(proc, line)
-        yield server
+        line = _first_line(proc, scaled(60))
+        if not line.startswith(("http://127.0.0.1:", "https://127.0.0.1:")):
+            code, err = _terminate(proc)
+            raise AssertionError(f"serve printed {line!r} and exited {code}; stderr: {err}")
+        yield Server(proc, line)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
-        err = proc.stderr.read() if proc.stderr else ""
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        code, err = _terminate(proc)
     assert "Traceback" not in err, err
     assert code == 0, f"serve exited {code} on SIGTERM: {err}"
 
@@ -255,7 +368,9 @@ def snapshot(node: Path) -> dict[str, Any]:
     current = node / "current"
     files["current"] = os.readlink(current) if current.is_symlink() else None
     st = status(node)
-    st.pop("metrics", None)  # the last attempt's metrics are allowed to change
+    # the last attempt's metrics, and when the last check ran, are allowed to change
+    st.pop("metrics", None)
+    st.pop("last_check", None)
     return {"files": files, "status": st}
 
 
@@ -306,7 +421,8 @@ def _toml(value: Any) -> str:
 
 
 def wait_for(predicate: Any, timeout: float = 10.0, step: float = 0.05) -> None:
-    deadline = time.monotonic() + timeout
+    """Poll ``predicate`` until true; ``timeout`` (scaled) only stops a hang."""
+    deadline = time.monotonic() + scaled(timeout)
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")

@@ -1,4 +1,10 @@
-"""Shared fixtures for the core tests."""
+"""Shared fixtures for the core tests.
+
+Test timeouts stop hangs, they do not measure speed: ``BLACKHOLE_SYNC_TEST_TIMEOUT_SCALE``
+multiplies every one of them -- pytest-timeout's (``blackhole_sync.testing.pytest_plugin``,
+loaded by the pytest configuration in pyproject.toml), the subprocess helpers'
+(``blackhole_sync.testing.run`` / ``spawn``) and the conformance kit's.
+"""
 
 from __future__ import annotations
 

@@ -39,13 +39,15 @@ from blackhole_sync.node import (
     SignedManifest,
     backup_data_dir,
 )
+from blackhole_sync.testing import run, scaled, spawn
 
 RELEASED = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 HERE = Path(__file__).resolve()
 
 M1 = Migration("m1", 0, 1, "CREATE TABLE t1(x INTEGER); INSERT INTO t1 VALUES (1);")
 M2 = Migration("m2", 1, 2, "CREATE TABLE t2(y TEXT); ALTER TABLE t1 ADD COLUMN z INTEGER;")
-PEERS_V2 = ConfigChange("net.peers", 16)
+# inside its rollback window for the whole test: a rollback undoes it
+PEERS_V2 = ConfigChange("net.peers", 16, rollback_window=86_400)
 
 
 def make_release(
@@ -225,20 +227,16 @@ def run_driver(
         full_env["BLACKHOLE_SYNC_CRASH_AT"] = crash_at
     full_env.update(env or {})
     args = [sys.executable, str(HERE), json.dumps(dict(spec))]
-    if kill_after is None:
-        return subprocess.run(
-            args, env=full_env, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    proc = subprocess.Popen(
-        args, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.strip() == "READY", line
-    time.sleep(kill_after)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
-    out, err = proc.communicate(timeout=timeout)
+    if kill_after is None:  # timeouts (scaled) stop hangs; the process group dies with them
+        return run(args, env=full_env, timeout=timeout)
+    with spawn(args, env=full_env) as proc:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.strip() == "READY", line
+        time.sleep(kill_after)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        out, err = proc.communicate(timeout=scaled(timeout))
     return subprocess.CompletedProcess(args, proc.returncode, line + out, err)
 
 

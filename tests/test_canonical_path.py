@@ -4,7 +4,7 @@ Envelope parsing has a fast path for documents already in canonical form (what e
 here produces). Each attack below is crafted so that its bytes look canonical, to prove the
 fast path refuses exactly what the strict parser refuses.
 
-Signatures are checked by libsodium's detached verify (declared through cffi on pynacl's
+Signatures are checked by libsodium's detached verify (called through ctypes from pynacl's
 libsodium, built on first use) or, where that cannot be had, by pynacl's ``VerifyKey.verify``;
 the fallback is taken only for the specific reasons listed in ``_LibsodiumDetachedVerify.build``.
 """
@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import ctypes.util
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
 
-import cffi  # type: ignore[import-untyped]
 import nacl._sodium  # type: ignore[import-not-found]
 import pytest
 
 from blackhole_sync.documents import Envelope, canonical_bytes, signing
 from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.errors import FormatError
+from blackhole_sync.testing import run
 
 
 def canonical_envelope_text(signed_text: str) -> bytes:
@@ -105,7 +104,8 @@ def test_signature_backend_is_built_on_first_use_not_at_import() -> None:
         "assert key.public_key.verify(b'm', bytes.fromhex(key.sign(b'm').sig))\n"
         "assert signing._detached_verify.cache_info().currsize == 1\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True)
+    result = run([sys.executable, "-c", code], timeout=120)
+    assert result.returncode == 0, result.stderr
 
 
 def test_without_pynacls_private_module_signatures_are_checked_by_pynacl(
@@ -138,9 +138,9 @@ def test_a_failed_self_test_means_pynacl(
 def test_an_unexpected_error_while_building_the_backend_is_not_swallowed(
     monkeypatch: pytest.MonkeyPatch, fresh_backend: None
 ) -> None:
-    def broken(self: Any, name: Any) -> Any:
+    def broken(self: Any, name: Any, *args: Any, **kwargs: Any) -> None:
         raise RuntimeError("unexpected")
 
-    monkeypatch.setattr(cffi.FFI, "dlopen", broken)
+    monkeypatch.setattr(ctypes.CDLL, "__init__", broken)
     with pytest.raises(RuntimeError, match="unexpected"):
         check_signatures()

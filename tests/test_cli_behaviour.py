@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -23,6 +22,8 @@ from cli_helpers import (
     status,
     write_artifact,
 )
+
+from blackhole_sync.testing import run, scaled, spawn
 
 
 @pytest.fixture
@@ -115,11 +116,11 @@ def test_node_updates_over_https_with_its_own_ca_and_refuses_without_it(
     _, repo = repo_with_two
     pki = tmp_path / "pki"
     pki.mkdir()
-    subprocess.run(
+    run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
          "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
          "-keyout", str(pki / "key.pem"), "-out", str(pki / "cert.pem")],
-        check=True, capture_output=True,
+        check=True, timeout=120,
     )  # fmt: skip
     with serve(
         repo, "--tls-cert", str(pki / "cert.pem"), "--tls-key", str(pki / "key.pem")
@@ -185,27 +186,22 @@ def test_agent_stops_promptly_on_sigterm_during_a_download_and_changes_nothing(
         config.write_text(
             config.read_text().replace("bandwidth_limit = 0", "bandwidth_limit = 100000")
         )
-        agent = subprocess.Popen(
-            [BIN, "node", "run", str(node)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=ENV,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 20
+        with spawn([BIN, "node", "run", str(node)], env=ENV) as agent:
+            deadline = time.monotonic() + scaled(20)
             while time.monotonic() < deadline:  # wait until the download is under way
-                staged = [p for p in (node / "staging").rglob("blob-*")]
-                if staged and staged[0].stat().st_size > 0:
+                # a blob download writes NODE/partial/<sha256> (resumable), then moves it
+                staged = [p for p in (node / "partial").glob("*") if p.stat().st_size > 0]
+                if staged:
                     break
                 time.sleep(0.1)
             else:
                 pytest.fail("the download never started")
             started = time.monotonic()
             agent.send_signal(signal.SIGTERM)
-            assert agent.wait(timeout=10) == 0
-            assert time.monotonic() - started < 5  # 4 MB at 100 kB/s would take 40 s
-        finally:
-            if agent.poll() is None:
-                agent.kill()
-            agent.communicate()
+            assert agent.wait(timeout=scaled(10)) == 0
+            # promptly: 4 MB at 100 kB/s would take 40 s
+            assert time.monotonic() - started < min(scaled(5), 30)
     st = status(node)
     assert st["current_version"] is None and st["installed_versions"] == []
     assert list((node / "staging").iterdir()) == []  # the next open emptied it
+    assert [p.stat().st_size > 0 for p in (node / "partial").iterdir()] == [True]  # resumable

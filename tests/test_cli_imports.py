@@ -5,13 +5,13 @@ stack). Each check runs the real entry point in a fresh interpreter and lists ``
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from blackhole_sync.documents import PrivateKey
+from blackhole_sync.testing import run
 
 LAYERS = (
     "blackhole_sync.documents",
@@ -38,12 +38,7 @@ with open(sys.argv[1], "w") as out:
 def loaded_by(tmp_path: Path, *argv: str) -> set[str]:
     """The modules loaded by running ``blackhole-sync ARGV`` (just the parser when empty)."""
     report = tmp_path / "modules.json"
-    proc = subprocess.run(
-        [sys.executable, "-c", _PROBE, str(report), *argv],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run([sys.executable, "-c", _PROBE, str(report), *argv], timeout=120)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(report.read_text())
     assert result["code"] == 0, proc.stderr
@@ -61,10 +56,10 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Path:
         release_keys=[key.public_key], release_threshold=1, index_key=key, sign_with=[key],
     )  # fmt: skip
     node = base / "node"
-    proc = subprocess.run(
+    proc = run(
         [sys.executable, "-m", "blackhole_sync", "node", "init", str(node),
          "--trust", str(repo.root_path()), "--source", str(repo.path)],
-        capture_output=True, text=True, timeout=120,
+        timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return node

@@ -30,8 +30,9 @@ from cli_helpers import (
     write_artifact,
 )
 
+from blackhole_sync.codecs import load_private_key
 from blackhole_sync.documents import Envelope
-from blackhole_sync.documents.signing import PrivateKey, load_private_key
+from blackhole_sync.documents.signing import PrivateKey
 
 
 @pytest.fixture(scope="module")

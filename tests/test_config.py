@@ -62,6 +62,7 @@ keep_versions = 5
 [node]
 region = "eu-west"
 node_type = "validator"
+protocol_versions = [3, 4]
 
 [policy]
 mode = "manual"
@@ -73,8 +74,7 @@ max_downtime = 30
 require_health_check = false
 backup_before_update = false
 delay_after_release = 86400
-wait_for_network_consensus = true
-consensus_threshold = 9500
+wait_for_network_consensus = false
 
 [policy.manual]
 notify_on_new_updates = false
@@ -103,8 +103,22 @@ timezone = "Europe/Berlin"
 self_test = ["./selftest", "--fast"]
 health = ["curl", "-f", "http://127.0.0.1:9000/health"]
 restart = ["systemctl", "restart", "blackhole"]
+metrics = ["./metrics", "--json"]
 health_timeout = 30
 health_window = 300
+
+[regression]
+samples = 3
+watch_seconds = 120
+interval = 5
+
+[regression.thresholds]
+latency_ms = 5000
+requests_per_s = -2000
+
+[plugins]
+autoload = false
+block = ["bittorrent"]
 
 [webhook]
 url = "https://hooks.example/notify"
@@ -117,7 +131,11 @@ X-Node = "n1"
     )
     assert cfg.policy.mode == "manual"
     assert cfg.policy.automatic.delay_after_release == dt.timedelta(days=1)
-    assert cfg.policy.automatic.consensus_threshold == 9500
+    assert cfg.protocol_versions == (3, 4)
+    assert cfg.commands.metrics == ("./metrics", "--json")
+    assert cfg.regression.thresholds == {"latency_ms": 5000, "requests_per_s": -2000}
+    assert (cfg.regression.samples, cfg.regression.watch_seconds) == (3, 120)
+    assert not cfg.plugins.autoload and cfg.plugins.block == ("bittorrent",)
     assert cfg.policy.manual.notification_channels == ("log", "webhook")
     assert cfg.window == TimeWindow(
         days=("sat", "sun"), start="22:00", end="04:00", timezone="Europe/Berlin"
@@ -154,9 +172,14 @@ X-Node = "n1"
             "policy.automatic.allowed_types: 'firmware'",
         ),
         (
-            'sources = ["a"]\n[policy.automatic]\nconsensus_threshold = 10001',
-            "consensus_threshold: expected an integer from 0 to 10000",
+            'sources = ["a"]\n[node]\nprotocol_versions = [3, "4"]',
+            "node.protocol_versions: item 1: expected an integer",
         ),
+        (
+            'sources = ["a"]\n[regression.thresholds]\nlatency_ms = 0',
+            "regression.thresholds.latency_ms: 0 basis points",
+        ),
+        ('sources = ["a"]\n[plugins]\nblock = "http"', "plugins.block: expected an array"),
         (
             'sources = ["a"]\n[policy.automatic]\nmax_downtime = "5m"',
             "policy.automatic.max_downtime: expected an integer >= 0, got '5m'",

@@ -16,6 +16,7 @@ from blackhole_sync.codecs.crypto import (
     decrypt_file,
     decrypt_stream,
     encrypt_file,
+    libp2p_peer_id,
 )
 from blackhole_sync.documents import Artifact, Encryption, MetaFile
 from blackhole_sync.documents.signing import PrivateKey
@@ -193,16 +194,13 @@ def test_secure_distribution_interface(tmp_path: Path, node: PrivateKey) -> None
         publisher.establish_secure_channel(node.public_key)
 
 
-def test_secure_channel_between_two_nodes() -> None:
-    alice, bob, eve = (PrivateKey.generate() for _ in range(3))
-    a_to_b = SecureDistribution(alice).establish_secure_channel(bob.public_key)
-    b_from_a = SecureChannel(bob, alice.public_key.hex)
-    message = a_to_b.encrypt(b"vote: yes")
-    assert b_from_a.decrypt(message) == b"vote: yes"
-    assert a_to_b.decrypt(b_from_a.encrypt(b"ack")) == b"ack"
-    with pytest.raises(DecryptionError):
-        SecureChannel(eve, alice.public_key).decrypt(message)
-    tampered = bytearray(message)
-    tampered[-1] ^= 1
-    with pytest.raises(DecryptionError):
-        b_from_a.decrypt(bytes(tampered))
+def test_the_secure_channel_is_the_transports_noise_channel_keyed_by_the_node_identity() -> None:
+    # The libp2p peer id of an ed25519 key: an identity multihash, base58btc (a known vector:
+    # the key of seed bytes(range(32)) as go-libp2p and py-libp2p print it).
+    alice, bob = PrivateKey(bytes(range(32))), PrivateKey.generate()
+    channel = SecureDistribution(bob).establish_secure_channel(alice.public_key)
+    assert channel.peer == alice.public_key and channel.protocol == "/noise"
+    assert channel.peer_id == libp2p_peer_id(alice.public_key.hex)
+    assert channel.peer_id == "12D3KooWA4Xop1JaT3MHxwYMkCepYsv4iPVopMXwCz5iHYdBfeSB"
+    assert channel.multiaddr("/ip4/127.0.0.1/tcp/4001").endswith("/p2p/" + channel.peer_id)
+    assert SecureChannel(alice.public_key, channel.peer_id) == channel

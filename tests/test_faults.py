@@ -23,6 +23,7 @@ from crashlib import check_node, copy_node, init_node, run_driver, v2_release
 from blackhole_sync.errors import InstallError, InsufficientSpaceError
 from blackhole_sync.node import SignedManifest
 from blackhole_sync.node.store import NodeStore
+from blackhole_sync.testing import run
 
 IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="mounting a tmpfs needs root")
@@ -98,8 +99,10 @@ def shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("shim")
     (d / "shim.c").write_text(SHIM)
     out = d / "shim.so"
-    subprocess.run(
-        ["gcc", "-shared", "-fPIC", "-O1", "-o", str(out), str(d / "shim.c"), "-ldl"], check=True
+    run(
+        ["gcc", "-shared", "-fPIC", "-O1", "-o", str(out), str(d / "shim.c"), "-ldl"],
+        check=True,
+        timeout=300,
     )
     return out
 
@@ -182,11 +185,11 @@ def test_eio_during_rollback_restore_is_finished_on_reopen(
 @contextlib.contextmanager
 def tmpfs(path: Path, size: str) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True)
+    run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], check=True, timeout=60)
     try:
         yield path
     finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
+        run(["umount", "-l", str(path)], timeout=60)
 
 
 @needs_root
@@ -254,7 +257,7 @@ def test_full_disk_refuses_install_before_starting(base_node: Path, tmp_path: Pa
 def test_read_only_node_refuses_to_open_for_writing(base_node: Path, tmp_path: Path) -> None:
     with tmpfs(tmp_path / "fs", "32m") as fs:
         node = copy_node(base_node, fs / "node")
-        subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
+        run(["mount", "-o", "remount,ro", str(fs)], check=True, timeout=60)
         try:
             with pytest.raises(InstallError):
                 NodeStore.open(node)
@@ -264,7 +267,7 @@ def test_read_only_node_refuses_to_open_for_writing(base_node: Path, tmp_path: P
                 with pytest.raises(InstallError):
                     store.rollback("1.0.0")
         finally:
-            subprocess.run(["mount", "-o", "remount,rw", str(fs)], check=True)
+            run(["mount", "-o", "remount,rw", str(fs)], check=True, timeout=60)
         assert check_node(node) == "1.0.0"
 
 

@@ -137,8 +137,82 @@ def effect_server(world: World) -> None:
     assert served == [world.repo.path]
 
 
+class SubstituteCodec:
+    """A toy plugin codec: the patch names one word that changed everywhere (``a`` -> ``b``).
+
+    Module level so the node's apply worker can unpickle it (it imports this module).
+    """
+
+    name = "substitute"
+
+    def diff(self, old: bytes, new: bytes) -> bytes:
+        pairs = {(a, b) for a, b in zip(old.split(), new.split(), strict=False) if a != b}
+        if len(pairs) == 1:
+            a, b = pairs.pop()
+            if old.replace(a, b) == new:
+                return b"S" + a + b"\0" + b
+        return b"F" + new
+
+    def apply(self, old: bytes, patch: bytes, *, max_output: int) -> bytes:
+        from blackhole_sync.errors import PatchFormatError, PatchOutputError
+
+        if patch[:1] == b"F":
+            out_len = len(patch) - 1
+        elif patch[:1] == b"S" and b"\0" in patch:
+            a, b = patch[1:].split(b"\0", 1)
+            if not a:
+                raise PatchFormatError("empty word")
+            out_len = len(old) + old.count(a) * (len(b) - len(a))
+        else:
+            raise PatchFormatError("not a substitute patch")
+        if out_len > max_output:
+            raise PatchOutputError("the patch makes more than the allowed output")
+        return patch[1:] if patch[:1] == b"F" else old.replace(a, b)
+
+
 def effect_patch_codecs(world: World) -> None:
-    pytest.skip("wired with the codec work")  # replaced below once the builder takes codecs
+    from blackhole_sync.errors import PatchOutputError
+
+    class Plugin:
+        @hookimpl
+        def blackhole_sync_patch_codecs(self) -> Sequence[SubstituteCodec]:
+            return [SubstituteCodec()]
+
+    plugins = make_plugin_manager()
+    plugins.register(Plugin())
+    (world.tmp / "codecs").mkdir()
+    own = World(world.tmp / "codecs")  # a repository of its own: 1.0.0 and 1.1.0
+    src = own.tmp / "1.2.0" / "service"
+    src.parent.mkdir()
+    src.write_bytes(b"service 1.2.0\n" * 500)
+    # built: the plugin codec is offered to the selection and wins (12 bytes vs HDiffPatch's)
+    manifest = own.repo.build_release("1.2.0", [src], delta_from=["1.1.0"], plugins=plugins)
+    [record] = manifest.deltas
+    assert (record.codec, record.patch.length) == ("substitute", 12)
+    own.repo.sign_release("1.2.0", own.key)
+    own.repo.publish_release("1.2.0", own.key)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", str(Path(__file__).parent))  # the worker unpickles the codec
+        node = own.node("with-codec")
+        own.update(node, Plugin(), "1.1.0")
+        result = own.update(node, Plugin(), "1.2.0")
+    # applied: on the node, by the plugin codec, in the bounded apply worker
+    assert (result.method, result.bytes_fetched) == ("delta", 12)
+    assert (node / "current" / "service").read_bytes() == src.read_bytes()
+    with pytest.raises(PatchOutputError):
+        SubstituteCodec().apply(b"a b", b"Sa\0bbbb", max_output=3)
+
+    class Nothing:
+        @hookimpl
+        def blackhole_sync_update_event(self, event: Any) -> None:
+            pass
+
+    # a node without the codec falls back to the full download, and says why
+    bare = own.node("without-codec")
+    own.update(bare, Nothing(), "1.1.0")
+    result = own.update(bare, Nothing(), "1.2.0")
+    assert result.method == "full" and "substitute" in result.method_reason
+    assert (bare / "current" / "service").read_bytes() == src.read_bytes()
 
 
 def effect_health_checks(world: World) -> None:
@@ -281,6 +355,58 @@ def effect_broadcast_status(world: World) -> None:
     assert doc.current_version == "1.0.0"
 
 
+def effect_protocol_versions(world: World) -> None:
+    from blackhole_sync.documents import Compatibility
+    from blackhole_sync.errors import IncompatibleReleaseError
+
+    class Runs:
+        def __init__(self, *protocols: int) -> None:
+            self.protocols = list(protocols)
+
+        @hookimpl
+        def blackhole_sync_protocol_versions(self, node_dir: Path) -> Sequence[int]:
+            return self.protocols
+
+    (world.tmp / "protocols").mkdir()
+    own = World(world.tmp / "protocols")
+    src = own.tmp / "2.0.0" / "service"
+    src.parent.mkdir()
+    src.write_bytes(b"service 2.0.0\n" * 500)
+    own.repo.build_release(
+        "2.0.0", [src], delta_from=[], compatibility=Compatibility(protocol_versions=(5,))
+    )
+    own.repo.sign_release("2.0.0", own.key)
+    own.repo.publish_release("2.0.0", own.key)
+    node = own.node("protocols")
+    own.update(node, Runs(3), "1.1.0")
+    with pytest.raises(IncompatibleReleaseError, match="speaks protocols 5, this node runs 3"):
+        own.update(node, Runs(3), "2.0.0")  # the host runs protocol 3 only: refused
+    assert current(node) == "1.1.0"
+    own.update(node, Runs(4, 5), "2.0.0")  # the host runs 5 too
+    assert current(node) == "2.0.0"
+
+
+def effect_metrics(world: World) -> None:
+    class Measures:
+        @hookimpl
+        def blackhole_sync_metrics(self, node_dir: Path, version: str) -> dict[str, float]:
+            return {"latency_ms": 10.0 if version == "1.0.0" else 95.0}
+
+    node = world.node("metrics")
+    text = (node / "config.toml").read_text()
+    for default, value in (
+        ("samples = 5", "samples = 2"),
+        ("watch_seconds = 60", "watch_seconds = 0"),
+    ):
+        text = text.replace(default, value)
+    text = text.replace("[regression.thresholds]\n", "[regression.thresholds]\nlatency_ms = 5000\n")
+    (node / "config.toml").write_text(text)
+    world.update(node, Measures(), "1.0.0")
+    with pytest.raises(HealthCheckError, match="latency_ms: 10 -> 95"):
+        world.update(node, Measures(), "1.1.0")  # the plugin's numbers show a regression
+    assert current(node) == "1.0.0"  # rolled back
+
+
 def effect_update_event(world: World) -> None:
     kinds: list[str] = []
 
@@ -291,6 +417,128 @@ def effect_update_event(world: World) -> None:
 
     world.update(world.node("events"), Plugin(), "1.0.0")
     assert {"checking", "downloading", "installed"} <= set(kinds)
+
+
+def effect_signers(world: World) -> None:
+    """A release signed by a key a plugin holds (an HSM stand-in) installs on a node."""
+    import shutil
+
+    from blackhole_sync import plugin_signer
+
+    signed: list[bytes] = []
+
+    class HeldKey:
+        """The plugin's key: blackhole-sync sees its public half and its signatures only."""
+
+        def __init__(self, key: PrivateKey) -> None:
+            self._key = key
+            self.public_key = key.public_key.raw
+
+        def sign(self, message: bytes) -> bytes:
+            signed.append(message)
+            return bytes.fromhex(self._key.sign(message).sig)
+
+    class Provider:
+        name = "vault"
+
+        def signer(self, key_id: str) -> HeldKey:
+            if key_id != "release-1":
+                raise LookupError(key_id)
+            return HeldKey(world.key)
+
+    class Plugin:
+        @hookimpl
+        def blackhole_sync_signers(self) -> Sequence[Provider]:
+            return [Provider()]
+
+    plugins = make_plugin_manager()
+    plugins.register(Plugin())
+    signer = plugin_signer("plugin:vault:release-1", plugins)
+    assert signer.keyid == world.key.keyid
+    repo_dir = world.tmp / "signer-repo"
+    shutil.copytree(world.repo.path, repo_dir, symlinks=True)
+    repo = Repository.open(repo_dir)
+    src = world.tmp / "1.2.0" / "service"
+    src.parent.mkdir()
+    src.write_bytes(b"service 1.2.0\n" * 500)
+    repo.build_release("1.2.0", [src], delta_from=[])
+    assert repo.sign_release("1.2.0", signer)
+    repo.publish_release("1.2.0", world.key)
+    assert signed, "the plugin's key did not sign"
+    node = world.tmp / "signers"
+    init_node(node, root_bytes=repo.root_path().read_bytes(), sources=[str(repo_dir)])
+    world.update(node, object(), "1.2.0")
+    assert current(node) == "1.2.0"
+
+
+def effect_chain_height(world: World) -> None:
+    """A locked-in protocol release waits below the activation height and installs at it."""
+    import datetime as dt
+
+    from coord_world import CoordWorld, current
+
+    from blackhole_sync import Proposal
+
+    cw = CoordWorld(world.tmp / "chain-height")
+    cw.publish("1.0.0")
+    cw.publish("2.0.0", update_type="protocol")
+    node = cw.node("node")
+    cw.validators([node])
+    start = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(seconds=60)
+    cw.govern(Proposal("p", "2.0.0", 2, 7500, start, start + dt.timedelta(seconds=30),
+                       start + dt.timedelta(days=1), 0, cw.digest("2.0.0"), 600, 100))  # fmt: skip
+    height = {"now": 99}
+
+    class Chain:
+        @hookimpl
+        def blackhole_sync_chain_height(self, node_dir: Path) -> int:
+            return height["now"]
+
+    plugins = make_plugin_manager()
+    plugins.register(Chain())
+
+    async def cycle() -> Any:
+        async with UpdateManager(node, plugins=plugins) as manager:
+            await manager.check_for_updates()
+            coordinator = manager.coordinator()
+            if not coordinator.trackers["p"].votes:
+                coordinator.vote("p")
+            await coordinator.tick(None, None)  # the agent's tick: evaluate, activate
+            return await manager.sync_with_network()
+
+    anyio.run(cycle)
+    assert current(node) == "1.0.0"  # locked in at height 99: waiting for 100
+    height["now"] = 100
+    anyio.run(cycle)
+    assert current(node) == "2.0.0"
+
+
+def effect_protocol_translators(world: World) -> None:
+    """A protocol-1 message reaches a node on protocol 2 through the plugin's translator."""
+
+    class Rename:
+        from_version, to_version = 1, 2
+
+        def translate(self, message: Any) -> Any:
+            return {"height": message["block"]}
+
+    class Plugin:
+        @hookimpl
+        def blackhole_sync_protocol_translators(self) -> list[Any]:
+            return [Rename()]
+
+    node = world.node("translators")
+
+    async def translate(plugin: object | None) -> Any:
+        plugins = make_plugin_manager()
+        if plugin is not None:
+            plugins.register(plugin)
+        async with UpdateManager(node, plugins=plugins) as manager:
+            return manager.compatibility_manager().translate_protocol_message({"block": 7}, 1, 2)
+
+    assert anyio.run(translate, Plugin()) == {"height": 7}
+    with pytest.raises(ValueError, match="no translator chain"):
+        anyio.run(translate, None)
 
 
 EFFECTS: dict[str, Callable[[World], None]] = {
@@ -304,6 +552,11 @@ EFFECTS: dict[str, Callable[[World], None]] = {
     "blackhole_sync_restart_service": effect_restart_service,
     "blackhole_sync_broadcast_status": effect_broadcast_status,
     "blackhole_sync_update_event": effect_update_event,
+    "blackhole_sync_protocol_versions": effect_protocol_versions,
+    "blackhole_sync_metrics": effect_metrics,
+    "blackhole_sync_signers": effect_signers,
+    "blackhole_sync_chain_height": effect_chain_height,
+    "blackhole_sync_protocol_translators": effect_protocol_translators,
 }
 
 

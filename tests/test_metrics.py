@@ -95,7 +95,7 @@ async def test_snapshot_from_a_real_fetch_with_a_failing_source(tmp_path: Path) 
         "received": len(payload),
         "total": len(payload),
         "progress_bp": 10_000,
-        "source": "test",
+        "source": path_to_url(good),  # the URL of the source that delivered it
         "done": True,
     }
     assert dl["average_speed"] > 0

@@ -90,7 +90,7 @@ def test_inside_window_installs() -> None:
         automatic(update_window=WEEKEND_NIGHTS), Release("1.1.0"), now=saturday, state=PolicyState()
     )
     assert d.action == "install"
-    assert d.require_health_check and d.backup_before_update
+    assert d.backup_before_update and not d.require_health_check  # safe defaults
     assert d.max_downtime == dt.timedelta(minutes=5)
 
 

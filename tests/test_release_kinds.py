@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import io
 import json
+import random
 import sqlite3
 import tarfile
 import time
@@ -18,8 +19,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from blackhole_sync.codecs import load_private_key
 from blackhole_sync.documents import Command, ConfigChange, Migration, SchemaInfo
-from blackhole_sync.documents.signing import PrivateKey, load_private_key
+from blackhole_sync.documents.signing import PrivateKey
 from blackhole_sync.errors import DecryptionError, HealthCheckError
 from blackhole_sync.fetch.hookspecs import hookimpl
 from blackhole_sync.fetch.plugins import make_plugin_manager
@@ -238,7 +240,8 @@ def test_migrations_from_a_plugin_run_in_the_install(tmp_path: Path) -> None:
 
 def test_node_two_releases_behind_takes_a_chain_of_patches(tmp_path: Path) -> None:
     s = Setup(tmp_path)
-    base = bytes(range(256)) * 4096  # 1 MiB
+    # 1 MiB that does not compress: a tiny compressed blob would rightly beat two patches
+    base = random.Random(5).randbytes(1 << 20)
     app = tmp_path / "app"
     app.write_bytes(base)
     s.publish("1.0.0", [app])

@@ -80,7 +80,8 @@ async def test_rollback_without_data_restore_keeps_data(store: NodeStore) -> Non
     conn = sqlite3.connect(store.data_dir / "node.db")
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     conn.close()
-    assert store.history()[-1]["error"] == "data kept"
+    assert store.history()[-1]["note"] == "data kept"
+    assert store.history()[-1]["error"] is None  # a remark, not a failure
 
 
 async def test_prune_old_rollback_points(store: NodeStore) -> None:

@@ -11,16 +11,18 @@ from pathlib import Path
 import nacl.signing
 import pytest
 
+from blackhole_sync.codecs.keyfile import (
+    WrongKeyKindError,
+    load_private_key,
+    load_public_key,
+    write_key_pair,
+)
 from blackhole_sync.documents.signing import (
     PrivateKey,
     PublicKey,
     Signature,
-    WrongKeyKindError,
     key_id,
-    load_private_key,
-    load_public_key,
     verify_threshold,
-    write_key_pair,
 )
 from blackhole_sync.errors import FormatError, SignatureError
 
@@ -228,9 +230,13 @@ def test_malformed_key_file_refused(tmp_path: Path, content: bytes) -> None:
         load_private_key(tmp_path / "k")
 
 
-def test_missing_key_file_is_format_error(tmp_path: Path) -> None:
-    with pytest.raises(FormatError):
+def test_missing_key_file_is_the_os_error(tmp_path: Path) -> None:
+    """A missing file is exit 1 on the command line whichever flag named it (not a usage
+    error): the loader lets the OSError through."""
+    with pytest.raises(FileNotFoundError):
         load_public_key(tmp_path / "absent.pub")
+    with pytest.raises(FileNotFoundError):
+        load_private_key(tmp_path / "absent")
 
 
 def test_key_file_contents(tmp_path: Path) -> None:

@@ -16,8 +16,10 @@ __all__ = ["add_parsers", "add_server_flags", "cmd_serve", "serve_directory"]
 
 def add_server_flags(p: argparse.ArgumentParser) -> None:
     """``--host``, ``--port`` and the TLS flags of every command that serves files."""
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=port_number, default=8080, help="0 picks a free port")
+    p.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    p.add_argument(
+        "--port", type=port_number, default=8080, help="the port to listen on; 0 picks a free one"
+    )
     p.add_argument("--tls-cert", metavar="PEM", help="serve https with this certificate chain")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     p.add_argument(
@@ -88,7 +90,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         peer_config = _read_peer_config(Path(args.peer_config))
     if args.loopback_only:
         peer_config.setdefault("network", {})["loopback_only"] = True
-    plugins = make_plugin_manager(load_entrypoints=True)
+    plugin_table = peer_config.get("plugins") or {}
+    plugins = make_plugin_manager(
+        load_entrypoints=bool(plugin_table.get("autoload", True)),
+        block=[str(name) for name in plugin_table.get("block", ())],
+    )
     _run_until_signal(
         lambda: run_origin(
             repo,
@@ -106,7 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _read_peer_config(path: Path) -> dict[str, Any]:
     """The origin's peer settings: a TOML file with the tables a node's config.toml has for
-    them (``[network]``, ``[gossip]``, ``[bittorrent]``, ``[ipfs]``)."""
+    them (``[network]``, ``[plugins]``, ``[gossip]``, ``[bittorrent]``, ``[ipfs]``)."""
     import tomllib
 
     try:
@@ -123,7 +129,7 @@ def add_parsers(sub: Any) -> None:
         "serve", help="HTTP origin for a repository", description="HTTP origin for a repository"
     )
     p.set_defaults(func=cmd_serve)
-    p.add_argument("repo")
+    p.add_argument("repo", metavar="REPO", help="the repository directory to serve")
     add_server_flags(p)
     p.add_argument(
         "--index-key",

@@ -88,8 +88,16 @@ ARCHIVE_SUFFIXES: tuple[tuple[str, str], ...] = (
 
 _TAR_COMPRESSION = {"tar": "", "tar.gz": "gz", "tar.xz": "xz", "tar.bz2": "bz2"}
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
-#: What tarfile, zipfile and their decompressors raise on malformed input.
-_MALFORMED = (tarfile.TarError, zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError)
+#: What tarfile, zipfile and their decompressors raise on malformed input (zipfile decodes a
+#: name flagged UTF-8 strictly).
+_MALFORMED = (
+    tarfile.TarError,
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    UnicodeDecodeError,
+)
 #: zipfile on an unsupported compression method or feature.
 _UNSUPPORTED = (NotImplementedError, RuntimeError)
 
@@ -186,11 +194,15 @@ def _tar_entries(fileobj: BinaryIO, fmt: str) -> Iterator[ArchiveEntry]:
 
 
 def _zip_entries(fileobj: BinaryIO) -> Iterator[ArchiveEntry]:
+    size = os.fstat(fileobj.fileno()).st_size
     with zipfile.ZipFile(fileobj) as zf:
         for info in zf.infolist():
             raw = info.orig_filename  # as stored: zipfile's .filename is cut at NUL
             if "\x00" in raw:
                 raise UnsafePathError(f"archive member {raw!r}: NUL in name")
+            # zipfile would seek there (a negative offset is an OSError, not a format error)
+            if not 0 <= info.header_offset < size:
+                raise FormatError(f"malformed archive: member {raw!r} lies outside the file")
             if info.flag_bits & 0x1:
                 raise UnsafePathError(f"archive member {raw!r} is encrypted")
             unix = info.external_attr >> 16 if info.create_system == 3 else 0

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import nacl.bindings as sodium
 import nacl.exceptions
-import nacl.public
+from attrs import frozen
 
 from .._fsutil import fsync_fd, sha256, sha256_hex
 from ..documents import Artifact, Encryption, MetaFile, PrivateKey, PublicKey, Recipient
@@ -44,6 +44,7 @@ __all__ = [
     "decrypt_file",
     "decrypt_stream",
     "encrypt_file",
+    "libp2p_peer_id",
     "open_sealed_key",
     "seal_key",
 ]
@@ -328,34 +329,44 @@ def decrypt_file(
         raise
 
 
-class SecureChannel:
-    """An authenticated, encrypted channel between two node identities (X25519 box).
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
-    Both ends derive the same shared key from their ed25519 identities. Each message is a
-    ``crypto_box`` with a random nonce, so it is confidential and authenticated by the peer.
+
+def libp2p_peer_id(key: PublicKey | str) -> str:
+    """The libp2p peer id of a node identity key (``12D3KooW...``).
+
+    An identity multihash of the protobuf-encoded ed25519 public key (type 1), in base58btc:
+    what a libp2p host keyed with the node's seed calls itself, and what the Noise handshake
+    proves the remote end holds.
+    """
+    raw = b"\x08\x01\x12\x20" + _as_public(key).raw
+    data = b"\x00" + bytes([len(raw)]) + raw
+    number = int.from_bytes(data, "big")
+    out = ""
+    while number:
+        number, digit = divmod(number, 58)
+        out = _B58[digit] + out
+    return "1" * (len(data) - len(data.lstrip(b"\x00"))) + out
+
+
+@frozen
+class SecureChannel:
+    """The authenticated, encrypted channel to a peer node: libp2p Noise, keyed by identity.
+
+    The channel itself is made by the peer transport (the gossip plugin's libp2p host) when it
+    connects: Noise XX with the node's ed25519 identity key as the libp2p identity, so a peer
+    reached at ``.../p2p/<peer_id>`` is proven to hold ``peer``'s key before any byte of a
+    protocol is read (the transport refuses the connection otherwise). This names what that
+    handshake authenticates; the core keeps no second channel protocol of its own.
     """
 
-    def __init__(self, identity: PrivateKey, peer: PublicKey | str) -> None:
-        peer_key = _as_public(peer)
-        self.peer = peer_key
-        curve_sk = sodium.crypto_sign_ed25519_sk_to_curve25519(
-            identity.seed + identity.public_key.raw
-        )
-        curve_pk = sodium.crypto_sign_ed25519_pk_to_curve25519(peer_key.raw)
-        self._box = nacl.public.Box(
-            nacl.public.PrivateKey(curve_sk), nacl.public.PublicKey(curve_pk)
-        )
+    peer: PublicKey
+    peer_id: str
+    protocol: str = "/noise"
 
-    def encrypt(self, message: bytes) -> bytes:
-        return bytes(self._box.encrypt(message))
-
-    def decrypt(self, data: bytes) -> bytes:
-        try:
-            return bytes(self._box.decrypt(data))
-        except (nacl.exceptions.CryptoError, ValueError) as exc:
-            raise DecryptionError(
-                f"message from {self.peer.hex[:16]}... does not authenticate"
-            ) from exc
+    def multiaddr(self, transport_address: str) -> str:
+        """``transport_address`` (``/ip4/HOST/tcp/PORT``) pinned to this peer's identity."""
+        return f"{transport_address}/p2p/{self.peer_id}"
 
 
 class SecureDistribution:
@@ -394,7 +405,11 @@ class SecureDistribution:
         return Decryptor(encryption, self._require_identity(), plaintext)
 
     def establish_secure_channel(self, peer: PublicKey | str) -> SecureChannel:
-        return SecureChannel(self._require_identity(), peer)
+        """The secure channel to ``peer``: libp2p Noise, made by the peer transport when it
+        dials ``channel.multiaddr(address)`` (see :class:`SecureChannel`)."""
+        self._require_identity()
+        key = _as_public(peer)
+        return SecureChannel(key, libp2p_peer_id(key))
 
     @staticmethod
     def verify_transport_integrity(data: bytes, expected: MetaFile) -> bool:

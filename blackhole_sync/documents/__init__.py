@@ -4,17 +4,19 @@ in-memory signing, the trusted state machine, and version ordering.
 Modules, bottom up: ``signing`` (keys, signatures, thresholds), ``canonical`` (strict parse,
 canonical bytes), ``fields`` (field readers, shared value rules, ``MetaFile``), ``envelope`` (the
 signed envelope), the documents (``root``, ``index``, ``artifacts`` and ``release``,
-``governance``, ``node_documents``, ``announcement``; ``registry`` lists them by type), ``trust`` (the trusted
+``governance``, ``node_documents``, ``announcement``, ``certificate``, ``downgrade``; ``registry`` lists them by type), ``trust`` (the trusted
 state machine) and ``versions`` (ordering and compatibility). Import from this package, not
-from the modules: the split between them may change. (Key files are still read and written in
-``signing``; that I/O leaves this package in a later issue.)
+from the modules: the split between them may change. Key files are read and written by
+:mod:`blackhole_sync.codecs.keyfile` (this package does no I/O).
 """
 
 from __future__ import annotations
 
 from .announcement import MAX_ANNOUNCEMENT_BYTES, Announcement
-from .artifacts import Artifact, DeltaRecord, Encryption, Member, Recipient, Unpack
+from .artifacts import Artifact, DeltaRecord, Encryption, Member, Recipient, Transfer, Unpack
 from .canonical import MAX_DEPTH, MAX_INT, MAX_SIZES, canonical_bytes, strict_loads
+from .certificate import MAX_CERTIFIED_VOTES, CertifiedVote, LockInCertificate
+from .downgrade import Downgrade
 from .envelope import Envelope
 from .fields import (
     HASH_ALGORITHMS,
@@ -26,8 +28,17 @@ from .fields import (
     parse_time,
     parse_version,
 )
-from .governance import HaltDoc, Proposal, RolloutPhase, RolloutPlan
-from .index import Index, IndexChannel
+from .governance import (
+    MAX_VALIDATORS,
+    Deprecation,
+    HaltDoc,
+    Proposal,
+    RolloutPhase,
+    RolloutPlan,
+    ValidatorSet,
+    governance_subject,
+)
+from .index import COORDINATION_LISTINGS, Index, IndexChannel, coordination_relpath
 from .node_documents import HealthReport, NodeStatusDoc, Vote
 from .registry import DOCUMENT_TYPES
 from .release import (
@@ -43,18 +54,14 @@ from .release import (
 )
 from .root import Role, Root
 from .signing import (
-    KEY_FILE_MAX,
     VERIFY_BACKEND,
     PrivateKey,
     PublicKey,
     Signature,
-    WrongKeyKindError,
+    Signer,
     key_id,
-    load_private_key,
-    load_public_key,
     verify_backend,
     verify_threshold,
-    write_key_pair,
 )
 from .trust import (
     MAX_ROOT_ROTATIONS,
@@ -72,6 +79,16 @@ from .versions import (
 )
 
 __all__ = [
+    "COORDINATION_LISTINGS",
+    "coordination_relpath",
+    "governance_subject",
+    "ValidatorSet",
+    "MAX_VALIDATORS",
+    "MAX_CERTIFIED_VOTES",
+    "LockInCertificate",
+    "Downgrade",
+    "Deprecation",
+    "CertifiedVote",
     "Announcement",
     "Artifact",
     "CONFIG_SCOPES",
@@ -88,7 +105,6 @@ __all__ = [
     "HealthReport",
     "Index",
     "IndexChannel",
-    "KEY_FILE_MAX",
     "MAX_ANNOUNCEMENT_BYTES",
     "MAX_DEPTH",
     "MAX_INT",
@@ -111,6 +127,8 @@ __all__ = [
     "SPEC_VERSION",
     "SchemaInfo",
     "Signature",
+    "Signer",
+    "Transfer",
     "TrustedState",
     "UPDATE_TYPES",
     "Unpack",
@@ -120,15 +138,12 @@ __all__ = [
     "VersionManager",
     "VersionSource",
     "Vote",
-    "WrongKeyKindError",
     "canonical_bytes",
     "check_safe_name",
     "check_safe_path",
     "compare_versions",
     "format_time",
     "key_id",
-    "load_private_key",
-    "load_public_key",
     "parse_time",
     "parse_version",
     "sort_versions",
@@ -136,5 +151,4 @@ __all__ = [
     "verify_backend",
     "verify_threshold",
     "version_key",
-    "write_key_pair",
 ]

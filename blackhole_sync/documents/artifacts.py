@@ -1,9 +1,12 @@
 """What a release ships, byte for byte: artifacts, archive members, encryption and deltas.
 
-An :class:`Artifact` is content-addressed by sha256 (``blobs/<sha256>``); an archive marked to
-unpack lists every :class:`Member` with its path, mode and hash; an encrypted artifact carries
-its ciphertext's length and hash and its key sealed to each :class:`Recipient`; a
-:class:`DeltaRecord` is a patch from an earlier version's artifact (or member) to this one's.
+An :class:`Artifact` is content-addressed by sha256 (``blobs/<sha256>``); its ``length`` and
+``hashes`` are always those of the installed bytes. Its blob on the wire may differ: a
+compressed artifact carries a :class:`Transfer` (codec, length and sha256 of the compressed
+blob), an encrypted one its ciphertext's length and hash and its key sealed to each
+:class:`Recipient` (:attr:`Artifact.blob` is what is fetched). An archive marked to unpack lists
+every :class:`Member` with its path, mode and hash; a :class:`DeltaRecord` is a patch from an
+earlier version's artifact (or member) to this one's installed bytes.
 Names and paths are checked so that none can escape its directory.
 
 ``_plain_artifact`` is an accept-only fast path for the common shape of an artifact: it returns
@@ -35,7 +38,7 @@ from .fields import (
 )
 from .signing import PublicKey
 
-__all__ = ["Artifact", "DeltaRecord", "Encryption", "Member", "Recipient", "Unpack"]
+__all__ = ["Artifact", "DeltaRecord", "Encryption", "Member", "Recipient", "Transfer", "Unpack"]
 
 
 @frozen
@@ -165,8 +168,44 @@ class Encryption:
 
 
 @frozen
+class Transfer:
+    """The blob an artifact travels as when it is not its installed bytes (compressed).
+
+    ``codec`` names how the installed bytes come back (``zstd``: one zstd frame declaring the
+    artifact's length); ``length`` and ``sha256`` are the blob's. A node that does not know the
+    codec cannot fetch the artifact whole (the manifest still parses).
+    """
+
+    codec: str
+    length: int
+    sha256: str
+    extra: Mapping[str, Any] = field(factory=dict)
+
+    @classmethod
+    def from_dict(cls, obj: Any, where: str = "transfer") -> Transfer:
+        r = _Reader(obj, where)
+        codec = _channel_name(r.string("codec", max_len=32), f"{where}.codec")
+        length = r.integer("length")
+        digest = r.string("sha256", max_len=64)
+        if _HEX64.match(digest) is None:
+            raise FormatError(f"{where}.sha256: expected 64 lowercase hex digits")
+        return cls(codec, length, digest, r.extra())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.extra, "codec": self.codec, "length": self.length, "sha256": self.sha256}
+
+    @property
+    def meta(self) -> MetaFile:
+        return MetaFile(self.length, {"sha256": self.sha256})
+
+
+@frozen
 class Artifact:
-    """One file of a release, content-addressed by sha256 (``blobs/<sha256>``)."""
+    """One file of a release, content-addressed by sha256 (``blobs/<sha256>``).
+
+    ``length`` and ``hashes`` are the installed bytes'; ``transfer`` (optional) the compressed
+    blob fetched instead.
+    """
 
     name: str
     length: int
@@ -178,6 +217,7 @@ class Artifact:
     locators: tuple[Mapping[str, str], ...] = ()
     encryption: Encryption | None = None
     extra: Mapping[str, Any] = field(factory=dict)
+    transfer: Transfer | None = None
 
     @property
     def sha256(self) -> str:
@@ -185,9 +225,12 @@ class Artifact:
 
     @property
     def blob(self) -> MetaFile:
-        """What is fetched: the ciphertext when encrypted, else the artifact itself."""
+        """What is fetched: the ciphertext when encrypted, the transfer blob when compressed,
+        else the artifact itself."""
         if self.encryption is not None:
             return self.encryption.ciphertext
+        if self.transfer is not None:
+            return self.transfer.meta
         return MetaFile(self.length, self.hashes)
 
     @classmethod
@@ -207,8 +250,21 @@ class Artifact:
         unpack = r.obj_("unpack", Unpack.from_dict, None)
         locators = r.items("locators", _locator, (), max_items=64)
         encryption = r.obj_("encryption", Encryption.from_dict, None)
+        transfer = r.obj_("transfer", Transfer.from_dict, None)
+        if transfer is not None and encryption is not None:
+            raise FormatError(f"{where}: an encrypted artifact has no transfer encoding")
         return cls(
-            name, length, hashes, mode, platform, arch, unpack, locators, encryption, r.extra()
+            name,
+            length,
+            hashes,
+            mode,
+            platform,
+            arch,
+            unpack,
+            locators,
+            encryption,
+            r.extra(),
+            transfer,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -224,13 +280,32 @@ class Artifact:
                 "unpack": None if self.unpack is None else self.unpack.to_dict(),
                 "locators": [dict(x) for x in self.locators] if self.locators else None,
                 "encryption": None if self.encryption is None else self.encryption.to_dict(),
+                "transfer": None if self.transfer is None else self.transfer.to_dict(),
             },
         )
 
 
 _PLAIN_ARTIFACT_FIELDS = frozenset(
-    {"name", "length", "hashes", "mode", "platform", "arch", "locators"}
+    {"name", "length", "hashes", "mode", "platform", "arch", "locators", "transfer"}
 )
+
+
+def _plain_transfer(value: Any) -> Transfer | None:
+    """:meth:`Transfer.from_dict` for plainly valid input; None means "ask the parser"."""
+    if type(value) is not dict or len(value) != 3:
+        return None
+    codec, length, digest = value.get("codec"), value.get("length"), value.get("sha256")
+    if (
+        type(codec) is not str
+        or len(codec) > 32
+        or _NAME_RE.match(codec) is None
+        or type(length) is not int
+        or not 0 <= length <= MAX_INT
+        or type(digest) is not str
+        or _HEX64.match(digest) is None
+    ):
+        return None
+    return Transfer(codec, length, digest, {})
 
 
 def _plain_locator(value: Any) -> dict[str, str] | None:
@@ -290,8 +365,13 @@ def _plain_artifact(obj: Any) -> Artifact | None:
         if None in parsed:
             return None
         locators = tuple(parsed)  # type: ignore[arg-type]
+    transfer = None
+    if "transfer" in obj:
+        transfer = _plain_transfer(obj["transfer"])
+        if transfer is None:
+            return None
     return Artifact(
-        name, length, {"sha256": digest}, mode, platform, arch, None, locators, None, {}
+        name, length, {"sha256": digest}, mode, platform, arch, None, locators, None, {}, transfer
     )
 
 

@@ -37,6 +37,10 @@ MAX_SIZES: Mapping[str, int] = {
     "health": 64 * 1024,
     "status": 64 * 1024,
     "announcement": 16 * 1024,
+    "validators": 256 * 1024,
+    "certificate": 512 * 1024,
+    "downgrade": 16 * 1024,
+    "deprecation": 16 * 1024,
 }
 #: Deepest JSON nesting accepted.
 MAX_DEPTH = 32

@@ -17,7 +17,7 @@ from attrs import field, frozen
 from ..errors import FormatError
 from .canonical import MAX_SIZES, _canonical_envelope, canonical_bytes, strict_loads
 from .fields import _HEX64, _keyid, _Reader
-from .signing import PrivateKey, Signature
+from .signing import Signature, Signer
 
 __all__ = ["Envelope"]
 
@@ -75,7 +75,7 @@ class Envelope:
         return model(self.signed)
 
     @classmethod
-    def sign(cls, signed: Mapping[str, Any], keys: Sequence[PrivateKey]) -> Envelope:
+    def sign(cls, signed: Mapping[str, Any], keys: Sequence[Signer]) -> Envelope:
         body = canonical_bytes(signed)
         sigs = tuple(k.sign(body) for k in keys)
         return cls.of(signed, sigs)
@@ -86,7 +86,7 @@ class Envelope:
         raw = canonical_bytes({"signed": signed, "signatures": [s.to_dict() for s in signatures]})
         return cls(dict(signed), tuple(signatures), body, raw)
 
-    def add_signature(self, key: PrivateKey) -> Envelope:
+    def add_signature(self, key: Signer) -> Envelope:
         """A copy with ``key``'s signature added (a no-op if that key already signed)."""
         if any(s.keyid == key.keyid for s in self.signatures):
             return self

@@ -2,7 +2,10 @@
 
 Signed by the index key; short expiry; its version strictly increases. Per channel it lists
 each release's manifest by length and sha256, and the withdrawn (yanked) releases; it also
-lists the current rollout plans and halts by length and sha256.
+lists, by length and sha256, the signed coordination documents nodes act on: the current
+rollout plans and halts (by release), the validator set, the activation proposals (by id),
+deprecations (by feature) and downgrades (by the version they return to). The coordination
+entries are written only when present, so an index without them keeps its bytes.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from attrs import field, frozen
 
 from ..errors import FormatError
 from .fields import SPEC_VERSION, MetaFile, _channel_name, _Reader, format_time, parse_version
+from .governance import _identifier
 
-__all__ = ["Index", "IndexChannel"]
+__all__ = ["COORDINATION_LISTINGS", "Index", "IndexChannel", "coordination_relpath"]
 
 
 @frozen
@@ -46,6 +50,35 @@ class IndexChannel:
         }
 
 
+#: Coordination document kinds the index lists, with the index field each is listed in.
+COORDINATION_LISTINGS: Mapping[str, str] = {
+    "validators": "validators",
+    "proposal": "proposals",
+    "rollout": "rollouts",
+    "halt": "halts",
+    "deprecation": "deprecations",
+    "downgrade": "downgrades",
+}
+
+
+def coordination_relpath(kind: str, key: str) -> str:
+    """Where a listed coordination document lives, on the repository and in a node's
+    ``trust/coordination/``: ``governance/validators.json``, ``governance/proposals/<id>.json``,
+    ``governance/rollouts/<v>.json``, ``governance/halts/<v>.json``,
+    ``governance/deprecations/<feature>.json``, ``downgrades/<v>.json``."""
+    if kind == "validators":
+        return "governance/validators.json"
+    if kind == "downgrade":
+        return f"downgrades/{key}.json"
+    if kind not in COORDINATION_LISTINGS:
+        raise ValueError(f"{kind!r} is not a coordination document kind")
+    return f"governance/{COORDINATION_LISTINGS[kind]}/{key}.json"
+
+
+def _listing(name: str, entries: Mapping[str, MetaFile]) -> dict[str, Any]:
+    return {name: {k: v.to_dict() for k, v in entries.items()}} if entries else {}
+
+
 def _withdrawal(value: Any, where: str) -> str:
     r = _Reader(value, where)
     reason: str = r.string("reason", "", max_len=1024)
@@ -62,6 +95,10 @@ class Index:
     rollouts: Mapping[str, MetaFile] = field(factory=dict)  # release version -> rollout plan doc
     halts: Mapping[str, MetaFile] = field(factory=dict)  # release version -> halt doc
     extra: Mapping[str, Any] = field(factory=dict)
+    validators: MetaFile | None = None  # the validator set document
+    proposals: Mapping[str, MetaFile] = field(factory=dict)  # proposal id -> proposal doc
+    deprecations: Mapping[str, MetaFile] = field(factory=dict)  # feature -> deprecation doc
+    downgrades: Mapping[str, MetaFile] = field(factory=dict)  # to_version -> downgrade doc
 
     TYPE: ClassVar[str] = "index"
 
@@ -85,7 +122,18 @@ class Index:
         halts = r.mapping("halts", MetaFile.from_dict, {})
         for v in (*rollouts, *halts):
             parse_version(v, f"{where}.rollouts/halts")
-        return cls(version, expires, channels, rollouts, halts, r.extra())
+        validators = r.obj_("validators", MetaFile.from_dict, None)
+        proposals = r.mapping("proposals", MetaFile.from_dict, {}, max_items=256)
+        deprecations = r.mapping("deprecations", MetaFile.from_dict, {}, max_items=256)
+        downgrades = r.mapping("downgrades", MetaFile.from_dict, {}, max_items=64)
+        for name in (*proposals, *deprecations):
+            _identifier(name, f"{where}.proposals/deprecations")
+        for v in downgrades:
+            parse_version(v, f"{where}.downgrades")
+        return cls(
+            version, expires, channels, rollouts, halts, r.extra(),
+            validators, proposals, deprecations, downgrades,
+        )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,7 +145,27 @@ class Index:
             "channels": {k: v.to_dict() for k, v in self.channels.items()},
             "rollouts": {k: v.to_dict() for k, v in self.rollouts.items()},
             "halts": {k: v.to_dict() for k, v in self.halts.items()},
+            **({"validators": self.validators.to_dict()} if self.validators else {}),
+            **_listing("proposals", self.proposals),
+            **_listing("deprecations", self.deprecations),
+            **_listing("downgrades", self.downgrades),
         }
+
+    def coordination(self) -> list[tuple[str, str, MetaFile]]:
+        """Every coordination document listed: (kind, key, its length and hashes); the key is
+        "" for the validator set."""
+        out: list[tuple[str, str, MetaFile]] = []
+        if self.validators is not None:
+            out.append(("validators", "", self.validators))
+        for kind, table in (
+            ("proposal", self.proposals),
+            ("rollout", self.rollouts),
+            ("halt", self.halts),
+            ("deprecation", self.deprecations),
+            ("downgrade", self.downgrades),
+        ):
+            out.extend((kind, key, meta) for key, meta in sorted(table.items()))
+        return out
 
     def releases(self, channel: str) -> Mapping[str, MetaFile]:
         ch = self.channels.get(channel)

@@ -8,20 +8,27 @@ set's business, not this module's. They travel between peers (gossip), so they a
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from attrs import field, frozen
 
-from .fields import _channel_name, _drop_unset, _keyid, _Reader, format_time
+from .fields import _channel_name, _drop_unset, _keyid, _Reader, format_time, parse_version
 from .signing import PublicKey
 
 __all__ = ["HealthReport", "NodeStatusDoc", "Vote"]
 
 
+@functools.lru_cache(maxsize=8192)
+def _node_id(value: str) -> str:
+    """A node id: the hex of an ed25519 public key (cached: the same nodes speak often)."""
+    return PublicKey.from_hex(value).hex
+
+
 def _node_fields(r: _Reader) -> tuple[str, str, int, _dt.datetime]:
     """The fields every node document starts with: node id, network id, seq, expiry."""
-    node_id = PublicKey.from_hex(r.string("node_id", max_len=64)).hex
+    node_id = _node_id(r.string("node_id", max_len=64))
     return (
         node_id,
         _channel_name(r.string("network_id", max_len=64), "network_id"),
@@ -110,15 +117,27 @@ class HealthReport:
 
 @frozen
 class NodeStatusDoc:
+    """A node's update status, broadcast to its peers (metrics only: unauthenticated beyond
+    the node's own key -- any node can claim anything about itself).
+
+    ``since`` is when ``current_version`` became current (propagation speed); ``held`` the
+    versions whose blobs the node keeps and serves (source choice); ``fork_id`` the node's
+    protocol fork id (compatibility view).
+    """
+
     node_id: str
     network_id: str
     seq: int
     expires: _dt.datetime
     current_version: str | None
     state: str
+    since: _dt.datetime | None = None
+    held: tuple[str, ...] = ()
+    fork_id: str | None = None
     extra: Mapping[str, Any] = field(factory=dict)
 
     TYPE: ClassVar[str] = "status"
+    MAX_HELD: ClassVar[int] = 8
 
     @classmethod
     def from_dict(cls, obj: Any, where: str = "status") -> NodeStatusDoc:
@@ -126,8 +145,12 @@ class NodeStatusDoc:
         r.const("_type", cls.TYPE)
         node_id, network_id, seq, expires = _node_fields(r)
         current = r.version("current_version", None)
+        state = r.string("state", max_len=64)
+        since = r.time("since", None)
+        held = r.items("held", parse_version, (), max_items=cls.MAX_HELD)
+        fork_id = r.string("fork_id", None, max_len=16)
         return cls(
-            node_id, network_id, seq, expires, current, r.string("state", max_len=64), r.extra()
+            node_id, network_id, seq, expires, current, state, since, held, fork_id, r.extra()
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -141,5 +164,8 @@ class NodeStatusDoc:
                 "expires": format_time(self.expires),
                 "current_version": self.current_version,
                 "state": self.state,
+                "since": None if self.since is None else format_time(self.since),
+                "held": list(self.held) if self.held else None,
+                "fork_id": self.fork_id,
             },
         )

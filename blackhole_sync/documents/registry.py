@@ -11,7 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from .announcement import Announcement
-from .governance import HaltDoc, Proposal, RolloutPlan
+from .certificate import LockInCertificate
+from .downgrade import Downgrade
+from .governance import Deprecation, HaltDoc, Proposal, RolloutPlan, ValidatorSet
 from .index import Index
 from .node_documents import HealthReport, NodeStatusDoc, Vote
 from .release import ReleaseManifest
@@ -33,5 +35,9 @@ DOCUMENT_TYPES: Mapping[str, Any] = {
         HealthReport,
         NodeStatusDoc,
         Announcement,
+        ValidatorSet,
+        LockInCertificate,
+        Downgrade,
+        Deprecation,
     )
 }

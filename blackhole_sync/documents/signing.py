@@ -1,50 +1,40 @@
-"""ed25519 keys, key files, key ids and threshold verification.
+"""ed25519 keys, signers, key ids and threshold verification (in memory: no I/O).
 
 A key id is the hex sha256 of the raw 32-byte ed25519 public key. A threshold counts *distinct
 trusted keys* whose signature verifies over the exact canonical bytes: a key listed twice, or a
 signature repeated, counts once; a bad signature from a listed key is ignored, not fatal (an
 attacker who can append signatures must not be able to veto a document).
 
-Key files are small JSON documents, so the two kinds cannot be confused::
-
-    PATH      {"keytype": "ed25519", "private": "<64 hex: the 32-byte seed>"}   mode 0600
-    PATH.pub  {"keytype": "ed25519", "public": "<64 hex>"}
+Whatever signs is a :class:`Signer`: a :class:`PrivateKey` held in memory, or a key held
+elsewhere (an HSM, a cloud KMS) behind a signer plugin
+(:class:`blackhole_sync.release.PluginSigner`). Key files are read and written by
+:mod:`blackhole_sync.codecs.keyfile`.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import nacl.exceptions
 import nacl.signing
 from attrs import field, frozen
 
-from .._fsutil import fsync_fd, sha256_hex
+from .._fsutil import sha256_hex
 from ..errors import FormatError, SignatureError
 
 __all__ = [
-    "KEY_FILE_MAX",
     "PrivateKey",
     "PublicKey",
     "VERIFY_BACKEND",
     "Signature",
-    "WrongKeyKindError",
+    "Signer",
     "key_id",
-    "load_private_key",
-    "load_public_key",
     "verify_backend",
     "verify_threshold",
-    "write_key_pair",
 ]
-
-#: Largest key file read (bytes).
-KEY_FILE_MAX = 4096
 
 _HEX = re.compile(r"[0-9a-f]*\Z")
 
@@ -237,6 +227,21 @@ class PrivateKey:
         return Signature(self.keyid, sig.hex())
 
 
+class Signer(Protocol):
+    """What signs a document: a :class:`PrivateKey`, or a key held by an HSM or a KMS.
+
+    ``sign`` returns the :class:`Signature` of ``keyid`` over exactly ``message``.
+    """
+
+    @property
+    def keyid(self) -> str: ...
+
+    @property
+    def public_key(self) -> PublicKey: ...
+
+    def sign(self, message: bytes) -> Signature: ...
+
+
 def verify_threshold(
     message: bytes,
     signatures: Iterable[Signature],
@@ -267,74 +272,3 @@ def verify_threshold(
             if len(good) >= threshold:
                 return frozenset(good)
     raise SignatureError(f"{what}: {len(good)} of the required {threshold} trusted signatures")
-
-
-# -- key files ------------------------------------------------------------------------------
-
-
-def _read_key_file(path: Path) -> dict[str, Any]:
-    try:
-        with open(path, "rb") as f:
-            data = f.read(KEY_FILE_MAX + 1)
-    except OSError as exc:
-        raise FormatError(f"cannot read key file {path}: {exc.strerror}") from exc
-    if len(data) > KEY_FILE_MAX:
-        raise FormatError(f"{path}: not a key file (too large)")
-    try:
-        obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise FormatError(f"{path}: not a key file") from exc
-    if not isinstance(obj, dict) or obj.get("keytype") != "ed25519":
-        raise FormatError(f"{path}: not an ed25519 key file")
-    return obj
-
-
-class WrongKeyKindError(FormatError):
-    """A public key file was given where a private one belongs, or the reverse."""
-
-
-def load_public_key(path: str | os.PathLike[str]) -> PublicKey:
-    """Read a ``.pub`` file. A private key file raises :class:`WrongKeyKindError`."""
-    obj = _read_key_file(Path(path))
-    if "public" not in obj:
-        raise WrongKeyKindError(f"{path} is a private key file; a public key (.pub) is needed")
-    return PublicKey.from_hex(obj["public"])
-
-
-def load_private_key(path: str | os.PathLike[str]) -> PrivateKey:
-    """Read a private key file. A ``.pub`` file raises :class:`WrongKeyKindError`."""
-    obj = _read_key_file(Path(path))
-    if "private" not in obj:
-        raise WrongKeyKindError(f"{path} is a public key file; a private key is needed")
-    seed = obj["private"]
-    if not isinstance(seed, str) or not _is_hex(seed, 64):
-        raise FormatError(f"{path}: malformed private key")
-    return PrivateKey(bytes.fromhex(seed))
-
-
-def _write_new(path: Path, data: bytes, mode: int) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        fsync_fd(fd)
-    finally:
-        os.close(fd)
-
-
-def write_key_pair(path: str | os.PathLike[str], key: PrivateKey | None = None) -> PrivateKey:
-    """Write ``path`` (0600) and ``path.pub``; refuse (FileExistsError) if either exists."""
-    path = Path(path)
-    pub = path.with_name(path.name + ".pub")
-    if path.exists() or path.is_symlink() or pub.exists() or pub.is_symlink():
-        raise FileExistsError(f"{path if path.exists() else pub} already exists")
-    key = key or PrivateKey.generate()
-    private_doc = {"keytype": "ed25519", "private": key.seed.hex()}
-    public_doc = {"keytype": "ed25519", "public": key.public_key.hex}
-    _write_new(path, (json.dumps(private_doc) + "\n").encode(), 0o600)
-    try:
-        _write_new(pub, (json.dumps(public_doc) + "\n").encode(), 0o644)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return key

@@ -26,7 +26,10 @@ __all__ = [
     "Hooks",
     "NotificationChannel",
     "PatchCodecLike",
+    "ProtocolTranslatorLike",
+    "RemoteSigner",
     "ServerFactory",
+    "SignerProvider",
     "UpdateEvent",
     "hookimpl",
     "hookspec",
@@ -60,12 +63,46 @@ class ServerFactory(Protocol):
         ...
 
 
+class ProtocolTranslatorLike(Protocol):
+    """Turns a host-protocol message of ``from_version`` into one of ``to_version``."""
+
+    from_version: int
+    to_version: int
+
+    def translate(self, message: Mapping[str, Any]) -> Mapping[str, Any]: ...
+
+
 class PatchCodecLike(Protocol):
     name: str
 
     def diff(self, old: bytes, new: bytes) -> bytes: ...
 
     def apply(self, old: bytes, patch: bytes, *, max_output: int) -> bytes: ...
+
+
+class RemoteSigner(Protocol):
+    """One ed25519 key held by an HSM or a KMS: blackhole-sync sees only its public key and
+    the signatures it makes, never the private key."""
+
+    #: the raw 32-byte ed25519 public key
+    public_key: bytes
+
+    def sign(self, message: bytes) -> bytes:
+        """The 64-byte ed25519 signature over exactly ``message`` (the canonical bytes of a
+        document). May block (a token, a network call); raise on failure."""
+        ...
+
+
+class SignerProvider(Protocol):
+    """What ``blackhole_sync_signers`` returns: a named source of keys (``--key
+    plugin:NAME:ID`` asks the provider called NAME for the key ID)."""
+
+    name: str
+
+    def signer(self, key_id: str) -> RemoteSigner:
+        """The key ``key_id`` (the provider's own naming: a label, a KMS key name...); raise
+        ``LookupError`` when there is none."""
+        ...
 
 
 class HealthCheck(Protocol):
@@ -122,7 +159,12 @@ class Hooks:
         """Register delta patch codecs (name, diff, bounded apply).
 
         A codec name appears in signed manifests' delta records; a node without the codec
-        falls back to a full download.
+        falls back to a full download. The release builder offers registered codecs to its
+        delta selection beside the built-ins (the smallest patch wins); a codec may declare
+        ``diff_memory(old_len, new_len)`` to be skipped over the memory budget, and
+        ``apply_to(old, patch, *, max_output, sink)`` to stream its output (see
+        :mod:`blackhole_sync.codecs.delta.base`). Codecs must be picklable: nodes apply them
+        in a bounded child process.
 
         .. versionadded:: 0.1
         """
@@ -192,6 +234,77 @@ class Hooks:
         ``UpdateManager.broadcast_update_status``. Must not block; schedule work instead.
 
         .. versionadded:: 0.1
+        """
+        raise NotImplementedError
+
+    @hookspec(firstresult=True)
+    def blackhole_sync_protocol_versions(self, node_dir: Path) -> Sequence[int] | None:
+        """The peer-to-peer protocol versions the host runs on this node.
+
+        Called whenever the node judges whether a release may install (its compatibility's
+        ``protocol_versions`` must share one with the answer). Return a list of integers, or
+        None to let another plugin answer; with no answer the node's ``[node]
+        protocol_versions`` setting is used (empty: protocols are not checked).
+
+        .. versionadded:: 0.3
+        """
+        raise NotImplementedError
+
+    @hookspec(firstresult=True)
+    def blackhole_sync_chain_height(self, node_dir: Path) -> int | None:
+        """The host's current chain height (block number), for protocol activation.
+
+        Called by the node agent about once a second while an activation proposal is locked
+        in, and by ``node status``/``network status``. A proposal with an
+        ``activation_height`` activates (``current`` switches to its release, the
+        ``protocol-activated`` event fires) once the answer reaches that height. Return an
+        integer, or None to let another plugin answer; with no answer the node has no height
+        and only proposals that activate at a time can activate.
+
+        .. versionadded:: 0.3
+        """
+        raise NotImplementedError
+
+    @hookspec
+    def blackhole_sync_protocol_translators(self) -> Sequence[ProtocolTranslatorLike]:
+        """Register translators of the host's protocol messages between protocol versions.
+
+        Called when a node builds its :class:`~blackhole_sync.network.CompatibilityManager`.
+        Return objects with ``from_version`` and ``to_version`` (integers) and
+        ``translate(message) -> message`` (mappings); ``translate_protocol_message`` chains
+        them along the shortest path, so a node on protocol 3 can read a message of protocol 1
+        through translators 1->2 and 2->3.
+
+        .. versionadded:: 0.3
+        """
+        raise NotImplementedError
+
+    @hookspec
+    def blackhole_sync_metrics(self, node_dir: Path, version: str) -> Mapping[str, float] | None:
+        """Measure the running version for regression detection.
+
+        Called to sample the baseline on the last good version and, after a switch, every
+        ``[regression] interval`` seconds for ``watch_seconds``. Return a mapping of metric
+        names to numbers (merged with the other plugins' answers and ``[commands] metrics``;
+        the first answer for a name wins), or None. ``[regression.thresholds]`` says which
+        metrics count and by how much they may move.
+
+        .. versionadded:: 0.3
+        """
+        raise NotImplementedError
+
+    @hookspec
+    def blackhole_sync_signers(self) -> Sequence[SignerProvider]:
+        """Register signers: keys held by an HSM or a cloud KMS, never read by blackhole-sync.
+
+        Called when a command is given a key written ``plugin:NAME:ID`` (``--key``,
+        ``--sign-with``, ``--index-key``; also where a public key is expected, for its public
+        half). Return the providers this plugin offers; the one whose ``name`` is NAME is asked
+        for ``signer(ID)``. Every signature a signer returns is verified with its public key
+        before it is used; a signer that raises or returns a bad signature fails the command
+        (exit 1) and nothing is written.
+
+        .. versionadded:: 0.2
         """
         raise NotImplementedError
 

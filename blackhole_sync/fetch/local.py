@@ -40,10 +40,10 @@ from .transport import (
     CAP_PUBLISH,
     CAP_RANGE,
     CHUNK_SIZE,
+    TRANSPORT_API,
     BaseTransport,
     Locator,
     Sink,
-    TRANSPORT_API,
     TransportSpec,
 )
 

@@ -53,6 +53,7 @@ __all__ = [
     "CAP_QUERY",
     "CAP_RANGE",
     "CAP_READ_RANGE",
+    "CAP_SEED",
     "CAP_SUBSCRIBE",
     "TRANSPORT_API",
     "BaseTransport",
@@ -78,15 +79,28 @@ __all__ = [
 #: ``locate``, ``query``), kinds on ``announce``/``subscribe``, and required ``backends``.
 TRANSPORT_API = 2
 
-#: Capability names a transport may declare (see :class:`Transport`).
+# Capability names a transport may declare in ``capabilities`` (see :class:`Transport`); each
+# says which optional operation it implements, and which conformance checks apply to it.
+
+#: ``fetch(locator, sink, max_length=..., start=0)``: stream a blob into a sink.
 CAP_FETCH = "fetch"
-CAP_RANGE = "range"  # fetch(start=N) resumes or reads a range without resending the prefix
+#: ``fetch(start=N)`` resumes or reads a range without resending the prefix.
+CAP_RANGE = "range"
+#: ``read_range(locator, start, length)``: exactly those bytes (parallel multi-source fetches).
 CAP_READ_RANGE = "read_range"
+#: ``publish(path, sha256=...)``: make a blob fetchable, returning its locators.
 CAP_PUBLISH = "publish"
+#: ``locate(path)``: the locators a file will have once published, computed offline.
 CAP_LOCATE = "locate"
+#: ``announce(kind, payload)``: send a signed message to peers.
 CAP_ANNOUNCE = "announce"
+#: ``subscribe(kinds)``: receive peers' messages, each decided by the message validator first.
 CAP_SUBSCRIBE = "subscribe"
+#: ``query(kind)``: ask peers for the newest messages of a kind (catch-up).
 CAP_QUERY = "query"
+#: ``seed(blobs)``: offer exactly the blobs a node keeps (``NODE/blobs``): pin/seed, unpin/stop.
+CAP_SEED = "seed"
+#: Every capability name.
 CAPABILITIES = frozenset(
     {
         CAP_FETCH,
@@ -97,6 +111,7 @@ CAPABILITIES = frozenset(
         CAP_ANNOUNCE,
         CAP_SUBSCRIBE,
         CAP_QUERY,
+        CAP_SEED,
     }
 )
 
@@ -143,11 +158,20 @@ def join_url(base: str, relpath: str) -> str:
 
 @frozen
 class ProgressEvent:
-    """Reported as bytes arrive. ``total`` is the expected length when known."""
+    """Reported as bytes arrive. ``total`` is the expected length when known.
+
+    ``received`` counts every byte in the sink, ``resumed`` the prefix of them that an earlier
+    attempt left (a resumed download): those did not cross the network this time, so a rate
+    is ``received - resumed`` over the time taken.
+    """
 
     received: int
     total: int | None
     source: str
+    resumed: int = 0
+    #: The source delivering these bytes now (a node's source URL, or the locator of a peer
+    #: transport), when the fetch's driver set it (:attr:`VerifyingSink.url`); "" if unknown.
+    url: str = ""
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -173,9 +197,10 @@ class VerifyingSink:
     match. Without an expected hash (a document whose hash is not yet known, such as
     ``root.json``) only the cap applies.
 
-    To resume a partial download, open the file for appending and pass ``resume=True``: the
-    bytes already there are re-hashed (never trusted) and the transport continues from
-    :attr:`received`.
+    To resume a partial download, open the file for reading and writing and pass
+    ``resume=True``: the bytes already there are re-hashed (never trusted: :meth:`verify`
+    judges the whole) and the transport continues from :attr:`received`; :attr:`resumed`
+    says how many bytes that prefix held.
     """
 
     def __init__(
@@ -201,6 +226,11 @@ class VerifyingSink:
         self._received = 0
         self._progress = progress
         self.source = source
+        #: The source being fetched from now: whoever drives the fetch sets it for each
+        #: attempt, and progress events carry it (metrics name sources by it).
+        self.url = ""
+        #: Bytes the file held when the sink was made with ``resume=True`` (0 after reset()).
+        self.resumed = 0
         if resume:
             self._file.seek(0)
             while True:
@@ -214,6 +244,7 @@ class VerifyingSink:
                     )
                 self._hash.update(block)
             self._file.seek(0, os.SEEK_END)
+            self.resumed = self._received
 
     @property
     def received(self) -> int:
@@ -235,7 +266,11 @@ class VerifyingSink:
         self._hash.update(data)
         self._received += len(data)
         if self._progress is not None:
-            self._progress(ProgressEvent(self._received, self.expected_length, self.source))
+            self._progress(
+                ProgressEvent(
+                    self._received, self.expected_length, self.source, self.resumed, self.url
+                )
+            )
 
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
@@ -259,6 +294,7 @@ class VerifyingSink:
         self._file.truncate()
         self._hash = sha256()
         self._received = 0
+        self.resumed = 0
 
 
 @frozen
@@ -313,6 +349,7 @@ class Transport(Protocol):
     ``announce``     :meth:`announce`: spread a signed peer message
     ``subscribe``    :meth:`subscribe`: peer messages the validator accepted
     ``query``        :meth:`query`: ask peers for their newest message of a kind (catch-up)
+    ``seed``         :meth:`seed`: offer exactly the blobs a node keeps, no longer others
     ================ ==================================================================
 
     Transports turn their own failures into :class:`DownloadError` subclasses and let
@@ -371,6 +408,17 @@ class Transport(Protocol):
         """Ask connected peers for their newest messages of ``kind`` (unverified answers)."""
         ...
 
+    async def seed(self, blobs: Mapping[str, Path]) -> None:
+        """Offer exactly ``blobs`` (sha256 -> a verified local file) to peers (``seed``).
+
+        Called by a node's agent with the transfer blobs it keeps (``NODE/blobs``) after each
+        cycle: a blob not offered yet is published (IPFS: added and pinned; BitTorrent:
+        seeded); one offered by an earlier call -- or an earlier process with the same
+        ``state_dir`` -- that is no longer in ``blobs`` is withdrawn (unpinned, no longer
+        seeded). Idempotent; a file that does not match its sha256 is not offered.
+        """
+        ...
+
     def addresses(self) -> list[str]:
         """Where peers can reach this transport (multiaddrs, host:port); empty if nowhere."""
         ...
@@ -422,6 +470,9 @@ class BaseTransport:
 
     async def query(self, kind: str) -> list[PeerMessage]:
         raise self._unsupported(CAP_QUERY)
+
+    async def seed(self, blobs: Mapping[str, Path]) -> None:
+        raise self._unsupported(CAP_SEED)
 
     def addresses(self) -> list[str]:
         return []
@@ -525,6 +576,14 @@ class GuardedTransport:
             raise
         except Exception as exc:
             raise self._wrap(exc, f"query {kind}") from exc
+
+    async def seed(self, blobs: Mapping[str, Path]) -> None:
+        try:
+            await self.inner.seed(blobs)
+        except BlackholeSyncError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc, "seed the kept blobs") from exc
 
     def addresses(self) -> list[str]:
         try:
@@ -633,6 +692,10 @@ STANDARD_OPTIONS: Mapping[str, str] = {
     "from state_root)",
     "node_config": "the node's config.toml as plain tables: a plugin reads its own table "
     "([gossip], [bittorrent], [ipfs]...)",
+    "index_key": "the online index key's 32-byte ed25519 seed, given only to the origin by "
+    "serve --index-key (BEP 44 puts of announcements)",
+    "index_keys": "a callable returning the raw 32-byte public keys of the trusted root's index "
+    "role (BEP 44 lookups of announcements)",
     "ca_file": "PEM bundle of CAs to trust for TLS instead of the system store",
     "cert_file": "PEM client certificate for mutual TLS",
     "key_file": "the client certificate's private key",
@@ -660,6 +723,14 @@ class TransportSpec:
     schemes: frozenset[str] = field(factory=frozenset, converter=_names, kw_only=True)
     locator_kinds: frozenset[str] = field(factory=frozenset, converter=_names, kw_only=True)
     description: str = field(default="", kw_only=True)
+    #: True: a manifest's locators this transport handles are tried before the node's sources
+    #: (a swarm that falls back to those sources itself, as web seeds, only when peers fall
+    #: short -- trying it first is what keeps load off the origin).
+    before_sources: bool = field(default=False, kw_only=True)
+    #: ``companions(blob_path)``: files a repository serves next to a blob (relative path ->
+    #: bytes, e.g. ``torrents/<btih>.torrent``), made offline; the release builder writes them
+    #: into the draft and ``publish`` moves them into the repository with the blobs.
+    companions: Callable[[Path], Mapping[str, bytes]] | None = field(default=None, kw_only=True)
 
     @backends.validator
     def _check_backends(self, _attribute: object, value: frozenset[str]) -> None:
@@ -695,6 +766,7 @@ def pick_spec(specs: Iterable[TransportSpec], locator: Locator) -> TransportSpec
         "magnet": "blackhole-sync-bittorrent",
         "cid": "blackhole-sync-ipfs",
         "ipfs": "blackhole-sync-ipfs",
+        "ipfs+rpc": "blackhole-sync-ipfs",
     }.get(locator.scheme)
     extra = (
         f"; install {hint} (pip install 'blackhole-sync[{hint.rsplit('-', 1)[1]}]')" if hint else ""
@@ -720,6 +792,7 @@ async def fetch_with_fallback(
     for transport, locator in candidates:
         tried += 1
         sink.reset()
+        sink.url = str(locator)
         try:
             await transport.fetch(locator, sink, max_length=sink.max_length)
             sink.verify()

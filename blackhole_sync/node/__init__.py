@@ -2,12 +2,6 @@
 migrations, health checks, sandbox, configuration and update policy.
 
 Names load lazily (PEP 562): importing the package costs nothing until a name
-is used, so a command imports only the modules it needs.
-
-Names load lazily (PEP 562): importing the package costs nothing until a name
-is used, so a command imports only the modules it needs.
-
-Names load lazily (PEP 562): importing the package costs nothing until a name
 is used, so a command imports only the modules it needs."""
 
 from __future__ import annotations
@@ -44,6 +38,8 @@ _EXPORTS: dict[str, str] = {
     "KEEP_VERSIONS": "blobs",
     "MODES": "policy",
     "ManualUpdatePolicy": "policy",
+    "MetricBaseline": "regression",
+    "MetricRegression": "regression",
     "NetworkSettings": "config",
     "NodeAttributes": "config",
     "NodeConfig": "config",
@@ -52,8 +48,11 @@ _EXPORTS: dict[str, str] = {
     "OUTPUT_LIMIT": "commands",
     "PLUGIN_TABLES": "config",
     "PerformanceComparison": "health",
+    "PluginSettings": "config",
     "PolicyState": "policy",
     "Regression": "health",
+    "RegressionSettings": "config",
+    "RegressionWatch": "watch",
     "ReleaseLike": "policy",
     "ReleaseStager": "staging",
     "RollbackDecision": "health",
@@ -88,10 +87,13 @@ _EXPORTS: dict[str, str] = {
     "default_arch": "store",
     "default_config_text": "config",
     "dumps_toml": "config",
+    "find_regressions": "regression",
     "is_sqlite_file": "rollback",
     "keep_blob": "blobs",
     "kept_blobs": "blobs",
     "load_config": "config",
+    "median_sample": "regression",
+    "parse_metrics": "regression",
     "place_archive": "tree",
     "place_file": "tree",
     "prune_blobs": "blobs",
@@ -105,6 +107,7 @@ _EXPORTS: dict[str, str] = {
     "revert_config_changes": "migrations",
     "run_command_check": "commands",
     "run_health_checks": "health",
+    "run_metrics_command": "regression",
     "run_restart_command": "commands",
     "run_sandbox_test": "sandbox",
     "schema_version_of": "migrations",
@@ -150,6 +153,8 @@ if TYPE_CHECKING:  # static names for type checkers
         NetworkSettings as NetworkSettings,
         NodeAttributes as NodeAttributes,
         NodeConfig as NodeConfig,
+        PluginSettings as PluginSettings,
+        RegressionSettings as RegressionSettings,
         WebhookSettings as WebhookSettings,
         default_config_text as default_config_text,
         dumps_toml as dumps_toml,
@@ -209,6 +214,14 @@ if TYPE_CHECKING:  # static names for type checkers
         decide as decide,
         select_update as select_update,
     )
+    from .regression import (
+        MetricBaseline as MetricBaseline,
+        MetricRegression as MetricRegression,
+        find_regressions as find_regressions,
+        median_sample as median_sample,
+        parse_metrics as parse_metrics,
+        run_metrics_command as run_metrics_command,
+    )
     from .rollback import (
         RollbackHost as RollbackHost,
         RollbackManager as RollbackManager,
@@ -255,4 +268,7 @@ if TYPE_CHECKING:  # static names for type checkers
     from .truststore import (
         SignedManifest as SignedManifest,
         TrustStore as TrustStore,
+    )
+    from .watch import (
+        RegressionWatch as RegressionWatch,
     )

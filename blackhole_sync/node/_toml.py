@@ -3,9 +3,8 @@ a document in place (comments kept). The configuration's schema is in config.py.
 
 from __future__ import annotations
 
-import json
-
 import datetime as _dt
+import json
 import math
 import re
 import tomllib
@@ -177,6 +176,24 @@ class Table:
                 self.fail(name, f"item {i}: expected a string, got {describe(item)}")
             if non_empty_items and not item:
                 self.fail(name, f"item {i}: empty string")
+        if len(set(value)) != len(value):
+            self.fail(name, "the same value appears twice")
+        return tuple(value)
+
+    def integers(
+        self, name: str, default: Sequence[int] = (), *, minimum: int = 0, maximum: int = 2**31
+    ) -> tuple[int, ...]:
+        """An array of distinct integers from ``minimum`` to ``maximum``."""
+        value = self._get(name)
+        if value is None:
+            return tuple(default)
+        if not isinstance(value, list):
+            self._wrong(name, "an array of integers", value)
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, int):
+                self.fail(name, f"item {i}: expected an integer, got {describe(item)}")
+            if not minimum <= item <= maximum:
+                self.fail(name, f"item {i}: expected {minimum} to {maximum}, got {item}")
         if len(set(value)) != len(value):
             self.fail(name, "the same value appears twice")
         return tuple(value)

@@ -25,18 +25,23 @@ Layout (every key optional except ``sources``; durations are whole seconds)::
     delta_memory_budget = 1073741824  # bytes: a patch needing more to apply -> full download
     keep_versions = 3             # installed versions kept by pruning
 
-    [node]        region, node_type
+    [node]        region, node_type, protocol_versions (the protocols the host runs)
     [policy]      mode = "automatic" | "manual"
     [policy.automatic]  enabled, allowed_types, max_downtime, require_health_check,
                         backup_before_update, delay_after_release,
-                        wait_for_network_consensus, consensus_threshold (basis points)
+                        wait_for_network_consensus (a release an activation proposal
+                        names waits for its activation); consensus_threshold is refused:
+                        the signed proposal's ``threshold_bp`` decides
     [policy.manual]     notify_on_new_updates, notification_channels, auto_download,
                         download_bandwidth_limit, require_user_confirmation, allow_deferral,
                         max_deferral_count, deferral_period
     [policy.critical]   auto_install_critical, override_user_preferences,
                         override_scheduling, emergency_rollback, notify_after_install
     [window]      days, start, end, timezone  (the automatic policy's update window)
-    [commands]    self_test, health, restart (argv lists), health_timeout, health_window
+    [commands]    self_test, health, restart, metrics (argv lists), health_timeout,
+                  health_window
+    [regression]  samples, watch_seconds, interval, [regression.thresholds] (basis points)
+    [plugins]     autoload, block
     [webhook]     url, timeout, [webhook.headers]  (the "webhook" notification channel)
 """
 
@@ -75,6 +80,8 @@ __all__ = [
     "Commands",
     "NodeAttributes",
     "NodeConfig",
+    "PluginSettings",
+    "RegressionSettings",
     "WebhookSettings",
     "default_config_text",
     "dumps_toml",
@@ -102,6 +109,10 @@ def _str_tuple(value: Iterable[str]) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _int_tuple(value: Iterable[int]) -> tuple[int, ...]:
+    return tuple(value)
+
+
 def _default_platform() -> str:
     return _platform.system().lower() or "any"
 
@@ -112,10 +123,14 @@ def _default_arch() -> str:
 
 @frozen
 class NodeAttributes:
-    """Attributes that scoped configuration changes and rollout plans select nodes by."""
+    """``[node]``: attributes that scoped configuration changes and rollout plans select
+    nodes by, and the protocol versions the host runs (``protocol_versions``; the
+    ``blackhole_sync_protocol_versions`` hook answers instead when a plugin implements it).
+    A release whose compatibility names protocols none of which the node runs is refused."""
 
     region: str = ""
     node_type: str = ""
+    protocol_versions: tuple[int, ...] = field(default=(), converter=_int_tuple)
 
 
 @frozen
@@ -124,12 +139,15 @@ class Commands:
 
     ``self_test`` runs in the sandbox on a staged tree; ``health`` after the switch, within
     ``health_timeout``; the node is then watched for ``health_window`` seconds (0 = only the
-    one check); ``restart`` restarts the node's service after a switch.
+    one check); ``restart`` restarts the node's service after a switch; ``metrics`` prints
+    one JSON object of numbers about the running version (regression detection, see
+    :class:`RegressionSettings`), within ``health_timeout``.
     """
 
     self_test: tuple[str, ...] = field(default=(), converter=_str_tuple)
     health: tuple[str, ...] = field(default=(), converter=_str_tuple)
     restart: tuple[str, ...] = field(default=(), converter=_str_tuple)
+    metrics: tuple[str, ...] = field(default=(), converter=_str_tuple)
     health_timeout: int = 60
     health_window: int = 0
 
@@ -170,12 +188,50 @@ class NetworkSettings:
     ``loopback_only`` keeps every peer-to-peer stack on 127.0.0.1: no UPnP, NAT-PMP, LSD, mDNS,
     public bootstrap or DHT routers (tests, benchmarks and the demo set it). ``peer_to_peer``
     false runs no peer transport at all. ``status_interval``: seconds between the signed status
-    documents the agent broadcasts.
+    documents the agent broadcasts. ``rollback_on_halt``: when the rollout of the version this
+    node runs is halted (a governance halt, or validators' failing health reports over the
+    plan's threshold), roll back from it (without it the node stays, and only nodes that have
+    not installed it stop).
     """
 
     loopback_only: bool = False
     peer_to_peer: bool = True
     status_interval: int = 300
+    rollback_on_halt: bool = False
+
+
+@frozen
+class RegressionSettings:
+    """``[regression]``: regression detection on the live path after a switch.
+
+    The metrics (``[commands] metrics`` or the ``blackhole_sync_metrics`` hook) are sampled
+    on the last good version: its baseline is the median of its last ``samples`` samples.
+    After a switch the new version is sampled every ``interval`` seconds for
+    ``watch_seconds``; a metric whose median moved past its threshold is a regression.
+    ``thresholds`` maps a metric name to basis points of change from the baseline: positive
+    for metrics where more is worse (``latency_ms = 5000``: more than 50 % slower),
+    negative where less is worse (``requests_per_s = -2000``: more than 20 % fewer). A
+    regression rolls the node back when ``[policy.critical] emergency_rollback`` is on (and
+    is reported either way). No thresholds: no detection.
+    """
+
+    samples: int = 5
+    watch_seconds: int = 60
+    interval: int = 10
+    thresholds: Mapping[str, int] = field(factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.thresholds)
+
+
+@frozen
+class PluginSettings:
+    """``[plugins]``: ``autoload = false`` loads no third-party plugin (entry points);
+    ``block`` names entry points never to load. Load failures are shown by ``node status``."""
+
+    autoload: bool = True
+    block: tuple[str, ...] = field(default=(), converter=_str_tuple)
 
 
 #: Top-level tables of config.toml that belong to transport plugins.
@@ -201,6 +257,8 @@ class NodeConfig:
     tls: TLSSettings = field(factory=TLSSettings)
     delta_memory_budget: int = DEFAULT_DELTA_MEMORY_BUDGET
     network: NetworkSettings = field(factory=lambda: NetworkSettings())
+    regression: RegressionSettings = field(factory=RegressionSettings)
+    plugins: PluginSettings = field(factory=PluginSettings)
     #: Tables owned by transport plugins (``[gossip]``, ``[bittorrent]``, ``[ipfs]``...): kept
     #: as parsed and handed to the plugins, which validate their own settings.
     plugin_tables: Mapping[str, Any] = field(factory=dict)
@@ -273,6 +331,20 @@ class NodeConfig:
     def restart_command(self) -> tuple[str, ...] | None:
         """``[commands] restart`` argv, or None."""
         return self.commands.restart or None
+
+    @property
+    def protocol_versions(self) -> tuple[int, ...]:
+        """``[node] protocol_versions``: the protocols this node's host runs."""
+        return self.node.protocol_versions
+
+    def download_rate_limit(self) -> int | None:
+        """Bytes per second the transports may download at (None: unlimited): the lower of
+        ``bandwidth_limit`` and, under the manual policy, ``download_bandwidth_limit``."""
+        limits = [self.bandwidth_limit]
+        if self.policy.mode == "manual":
+            limits.append(self.policy.manual.download_bandwidth_limit)
+        set_limits = [n for n in limits if n > 0]
+        return min(set_limits) if set_limits else None
 
     def policy_summary(self) -> dict[str, Any]:
         """The policy section as JSON-serialisable data (``node status --json``)."""
@@ -348,17 +420,23 @@ class NodeConfig:
         for t in allowed:
             if t not in UPDATE_TYPES:
                 a.fail("allowed_types", f"{t!r} is not one of {', '.join(UPDATE_TYPES)}")
+        if "consensus_threshold" in a.data:
+            a.fail(
+                "consensus_threshold",
+                "not a node setting: the signed activation proposal's threshold_bp decides "
+                "when the network has reached consensus (remove this key)",
+            )
+        wait_for_consensus = a.boolean("wait_for_network_consensus", False)
         automatic = a.build(
             AutomaticUpdatePolicy,
             enabled=a.boolean("enabled", True),
             allowed_types=allowed,
             max_downtime=a.seconds("max_downtime", 300),
-            require_health_check=a.boolean("require_health_check", True),
+            require_health_check=a.boolean("require_health_check", False),
             backup_before_update=a.boolean("backup_before_update", True),
             update_window=window,
             delay_after_release=a.seconds("delay_after_release", 0),
-            wait_for_network_consensus=a.boolean("wait_for_network_consensus", False),
-            consensus_threshold=a.integer("consensus_threshold", 7500, maximum=10_000),
+            wait_for_network_consensus=wait_for_consensus,
         )
         a.finish()
         m = policy_t.table("manual")
@@ -393,6 +471,7 @@ class NodeConfig:
             self_test=cmd_t.strings("self_test", non_empty_items=True),
             health=cmd_t.strings("health", non_empty_items=True),
             restart=cmd_t.strings("restart", non_empty_items=True),
+            metrics=cmd_t.strings("metrics", non_empty_items=True),
             health_timeout=cmd_t.integer("health_timeout", 60, minimum=1, maximum=86_400),
             health_window=cmd_t.integer("health_window", 0, maximum=30 * 86_400),
         )
@@ -429,8 +508,33 @@ class NodeConfig:
             loopback_only=net_t.boolean("loopback_only", False),
             peer_to_peer=net_t.boolean("peer_to_peer", True),
             status_interval=net_t.integer("status_interval", 300, minimum=1),
+            rollback_on_halt=net_t.boolean("rollback_on_halt", False),
         )
         net_t.finish()
+        reg_t = top.table("regression")
+        thresholds_t = reg_t.table("thresholds")
+        thresholds: dict[str, int] = {}
+        for name in list(thresholds_t.remaining()):
+            if not _NAME_RE.match(name):
+                thresholds_t.fail(name, "not a valid metric name")
+            bp = thresholds_t.integer(name, 0, minimum=-10_000, maximum=1_000_000)
+            if bp == 0:
+                thresholds_t.fail(name, "0 basis points would flag any change; use > 0 or < 0")
+            thresholds[name] = bp
+        thresholds_t.finish()
+        regression = RegressionSettings(
+            samples=reg_t.integer("samples", 5, minimum=1, maximum=1000),
+            watch_seconds=reg_t.integer("watch_seconds", 60, maximum=86_400),
+            interval=reg_t.integer("interval", 10, maximum=86_400),
+            thresholds=thresholds,
+        )
+        reg_t.finish()
+        plug_t = top.table("plugins")
+        plugin_settings = PluginSettings(
+            autoload=plug_t.boolean("autoload", True),
+            block=plug_t.strings("block", non_empty_items=True),
+        )
+        plug_t.finish()
         plugin_tables = {name: top.raw_table(name) for name in PLUGIN_TABLES if name in data}
         top.finish()
 
@@ -450,6 +554,8 @@ class NodeConfig:
             tls=tls,
             delta_memory_budget=delta_memory_budget,
             network=network,
+            regression=regression,
+            plugins=plugin_settings,
             plugin_tables=plugin_tables,
         )
 
@@ -470,7 +576,11 @@ class NodeConfig:
             "deltas": self.deltas,
             "delta_memory_budget": self.delta_memory_budget,
             "keep_versions": self.keep_versions,
-            "node": {"region": self.node.region, "node_type": self.node.node_type},
+            "node": {
+                "region": self.node.region,
+                "node_type": self.node.node_type,
+                "protocol_versions": list(self.node.protocol_versions),
+            },
             "policy": {
                 "mode": pol.mode,
                 "automatic": {
@@ -481,7 +591,6 @@ class NodeConfig:
                     "backup_before_update": auto.backup_before_update,
                     "delay_after_release": _secs(auto.delay_after_release),
                     "wait_for_network_consensus": auto.wait_for_network_consensus,
-                    "consensus_threshold": auto.consensus_threshold,
                 },
                 "manual": {
                     "notify_on_new_updates": manual.notify_on_new_updates,
@@ -506,6 +615,7 @@ class NodeConfig:
                 "self_test": list(self.commands.self_test),
                 "health": list(self.commands.health),
                 "restart": list(self.commands.restart),
+                "metrics": list(self.commands.metrics),
                 "health_timeout": self.commands.health_timeout,
                 "health_window": self.commands.health_window,
             },
@@ -523,7 +633,15 @@ class NodeConfig:
                 "loopback_only": self.network.loopback_only,
                 "peer_to_peer": self.network.peer_to_peer,
                 "status_interval": self.network.status_interval,
+                "rollback_on_halt": self.network.rollback_on_halt,
             },
+            "regression": {
+                "samples": self.regression.samples,
+                "watch_seconds": self.regression.watch_seconds,
+                "interval": self.regression.interval,
+                "thresholds": dict(self.regression.thresholds),
+            },
+            "plugins": {"autoload": self.plugins.autoload, "block": list(self.plugins.block)},
             **{name: dict(table) for name, table in self.plugin_tables.items()},
         }
 
@@ -566,7 +684,9 @@ def read_config_document(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _node_attributes(table: _toml.Table) -> NodeAttributes:
     return NodeAttributes(
-        region=table.string("region", ""), node_type=table.string("node_type", "")
+        region=table.string("region", ""),
+        node_type=table.string("node_type", ""),
+        protocol_versions=table.integers("protocol_versions"),
     )
 
 
@@ -672,6 +792,10 @@ keep_versions = {cfg.keep_versions}
 # Attributes that scoped configuration changes and rollout plans select nodes by.
 region = {v(cfg.node.region)}
 node_type = {v(cfg.node.node_type)}
+# The protocol versions this node's host runs, e.g. [3, 4]; a release whose compatibility
+# names protocols none of which are here is refused. [] = not checked. A host plugin that
+# implements blackhole_sync_protocol_versions answers instead.
+protocol_versions = {v(list(cfg.node.protocol_versions))}
 
 [policy]
 # "automatic" installs by itself; "manual" asks the operator (`node confirm` / `node defer`).
@@ -682,14 +806,21 @@ mode = {v(cfg.policy.mode)}
 enabled = {v(auto.enabled)}
 # Update types installed automatically: binary, configuration, protocol, schema.
 allowed_types = {v(list(auto.allowed_types))}
+# Seconds from the switch until the new version is healthy (restart plus health checks);
+# past it the install rolls back. Applies to every install (`node update` too); 0 = no limit.
 max_downtime = {_secs(auto.max_downtime)}
+# true: the agent installs only releases a health check applies to (the release's own,
+# [commands] health or a plugin's); others wait for `node update`.
 require_health_check = {v(auto.require_health_check)}
+# false: skip the data backup (rollback point) before an install, unless the install
+# changes data/ (a schema migration or configuration changes). Applies to every install.
 backup_before_update = {v(auto.backup_before_update)}
 # Seconds to wait after a release's publication time before installing it.
 delay_after_release = {_secs(auto.delay_after_release)}
-# Install only once the network reports consensus for the release (basis points: 7500 = 75%).
+# Install a release an activation proposal names only once the network activated it (the
+# signed proposal's threshold_bp says what consensus is; a release no proposal names has
+# nothing to wait for).
 wait_for_network_consensus = {v(auto.wait_for_network_consensus)}
-consensus_threshold = {auto.consensus_threshold}
 
 [policy.manual]
 notify_on_new_updates = {v(manual.notify_on_new_updates)}
@@ -697,6 +828,8 @@ notify_on_new_updates = {v(manual.notify_on_new_updates)}
 notification_channels = {v(list(manual.notification_channels))}
 # Download (and verify) new releases before the operator confirms them.
 auto_download = {v(manual.auto_download)}
+# Bytes per second for downloads under the manual policy (the lower of this and
+# bandwidth_limit applies); 0 = bandwidth_limit alone.
 download_bandwidth_limit = {manual.download_bandwidth_limit}
 require_user_confirmation = {v(manual.require_user_confirmation)}
 allow_deferral = {v(manual.allow_deferral)}
@@ -710,6 +843,8 @@ auto_install_critical = {v(crit.auto_install_critical)}
 override_user_preferences = {v(crit.override_user_preferences)}
 # Install critical releases outside the window, without delay or consensus waits.
 override_scheduling = {v(crit.override_scheduling)}
+# Roll back at once when a switch shows a regression (see [regression]); false: report it
+# and stay.
 emergency_rollback = {v(crit.emergency_rollback)}
 notify_after_install = {v(crit.notify_after_install)}
 
@@ -727,9 +862,32 @@ timezone = {v(auto.update_window.timezone)}
 self_test = {v(list(cfg.commands.self_test))}
 health = {v(list(cfg.commands.health))}
 restart = {v(list(cfg.commands.restart))}
+# Prints one JSON object of numbers about the running version, e.g. {{"latency_ms": 12}}
+# (regression detection, see [regression]).
+metrics = {v(list(cfg.commands.metrics))}
 # Seconds the health command may take, and seconds to keep watching after a switch.
 health_timeout = {cfg.commands.health_timeout}
 health_window = {cfg.commands.health_window}
+
+[regression]
+# Baseline: the median of the last `samples` metric samples of the last good version
+# (taken by the agent, topped up before a switch). After a switch the new version is
+# sampled every `interval` seconds for `watch_seconds`.
+samples = {cfg.regression.samples}
+watch_seconds = {cfg.regression.watch_seconds}
+interval = {cfg.regression.interval}
+
+[regression.thresholds]
+# Basis points of change from the baseline that count as a regression, per metric:
+# positive where more is worse, negative where less is worse. None = no detection.
+# latency_ms = 5000
+# requests_per_s = -2000
+
+[plugins]
+# false: load no third-party plugin (installed entry points); only the built-in ones.
+autoload = {v(cfg.plugins.autoload)}
+# Entry-point names never to load, e.g. ["bittorrent"].
+block = {v(list(cfg.plugins.block))}
 
 [webhook]
 # The "webhook" notification channel POSTs each event as JSON to this URL.
@@ -754,8 +912,15 @@ loopback_only = {v(cfg.network.loopback_only)}
 peer_to_peer = {v(cfg.network.peer_to_peer)}
 # Seconds between the signed status documents the agent broadcasts.
 status_interval = {v(cfg.network.status_interval)}
+# Roll back from the running version when its rollout is halted (a governance halt, or
+# validators' failing health reports over the plan's threshold).
+rollback_on_halt = {v(cfg.network.rollback_on_halt)}
 
 # Each transport plugin reads its own table: [gossip] listen / bootstrap, [bittorrent],
-# [ipfs] (see each plugin's README).
-"""
+# [ipfs] (see each plugin's README). For example:
+# [gossip]
+# listen = "/ip4/0.0.0.0/tcp/4001"
+# bootstrap = ["/ip4/198.51.100.7/tcp/4001/p2p/12D3KooW..."]
+# admit_without_hello = false   # true: also admit Kubo peers (they speak no /blackhole/hello/1)
+"""  # noqa: S608 - TOML text, not SQL
     return text

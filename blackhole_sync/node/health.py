@@ -11,7 +11,10 @@ commands.py):
 
 :class:`UpdateHealthMonitor` (the design's name) watches a version over its health window,
 compares simple metrics (per-check status and latency) with the previous version's baseline,
-and turns what it saw into a :class:`RollbackDecision` the caller acts on.
+and turns what it saw into a :class:`RollbackDecision` the caller acts on. Given a metrics
+source (``[commands] metrics``, the ``blackhole_sync_metrics`` hook), a baseline and per-metric
+thresholds in basis points, it samples the metrics in every round of the watch too and counts
+a metric that moved past its threshold as a regression (regression.py).
 :class:`CrashLoopGuard` abandons a version that keeps failing to start, counting in the node's
 state database. This module never switches versions: the store (or the update manager) wires
 the rollback.
@@ -26,12 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import attrs
 from attrs import field, frozen
 
 from ..documents import Command
 from ..errors import HealthCheckError
 from ..fetch import HealthCheck
 from .commands import CheckResult, one_line, run_command_check, run_plugin_check
+from .regression import find_regressions, median_sample
 from .state import StateDB
 
 __all__ = [
@@ -52,6 +57,8 @@ _MAX_WATCH_ROUNDS = 10_000
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
+#: Samples the running version's metrics (see regression.py); raises HealthCheckError.
+MetricsSource = Callable[[str], Awaitable[Mapping[str, float]]]
 
 
 @frozen
@@ -153,11 +160,16 @@ class Regression:
     """One check that got worse than the baseline."""
 
     check: str
-    kind: str  # "status" (was ok, now fails) | "latency" | "missing" (check no longer runs)
+    #: "status" (was ok, now fails) | "latency" | "missing" (check no longer runs) |
+    #: "metric" (a metric moved past its threshold; ``detail`` says how)
+    kind: str
     before: float | bool | None
     after: float | bool | None
+    detail: str = ""
 
     def describe(self) -> str:
+        if self.kind == "metric":
+            return self.detail or f"{self.check}: {self.before} -> {self.after}"
         if self.kind == "latency":
             return f"{self.check}: latency {self.before:.3f}s -> {self.after:.3f}s"
         if self.kind == "status":
@@ -275,6 +287,11 @@ class UpdateHealthMonitor:
 
     A latency regression is a check whose median latency grew by more than
     ``latency_factor`` times *and* by more than ``latency_slack`` seconds.
+
+    ``metrics`` samples the version's metrics in every round (a failure to sample is a failed
+    check named ``metrics``); ``metric_baseline`` is the last good version's median sample
+    and ``thresholds`` the basis points each metric may move (regression.py). A metric past
+    its threshold is a fatal regression.
     """
 
     def __init__(
@@ -293,6 +310,9 @@ class UpdateHealthMonitor:
         on_rollback: Callable[[RollbackDecision], Awaitable[None]] | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = anyio.sleep,
+        metrics: MetricsSource | None = None,
+        metric_baseline: Mapping[str, float] | None = None,
+        thresholds: Mapping[str, int] | None = None,
     ) -> None:
         self.node_dir = node_dir
         self.command = command
@@ -311,6 +331,10 @@ class UpdateHealthMonitor:
         self._sleep = sleep
         self._reports: list[HealthReportResult] = []
         self._version: str | None = None
+        self.metrics = metrics
+        self.metric_baseline = dict(metric_baseline or {})
+        self.thresholds = dict(thresholds or {})
+        self._samples: list[Mapping[str, float]] = []
 
     # health checks
 
@@ -326,9 +350,18 @@ class UpdateHealthMonitor:
             env=self.env,
             timeout=self.check_timeout,
         )
-        report = HealthReportResult(report.version, report.results, started)
         if version != self._version:
-            self._version, self._reports = version, []
+            self._version, self._reports, self._samples = version, [], []
+        results = report.results
+        if self.metrics is not None:
+            began = self._clock()
+            try:
+                self._samples.append(await self.metrics(version))
+                del self._samples[:-1000]
+            except HealthCheckError as exc:
+                failed = CheckResult("metrics", False, one_line(str(exc)))
+                results = (*results, attrs.evolve(failed, duration=self._clock() - began))
+        report = HealthReportResult(report.version, results, started)
         self._reports.append(report)
         del self._reports[:-1000]  # bounded memory on long watches
         return report
@@ -382,6 +415,10 @@ class UpdateHealthMonitor:
 
     # performance comparison
 
+    def current_metric_values(self) -> dict[str, float]:
+        """Per metric, the median of the samples taken of the version last checked."""
+        return median_sample(self._samples)
+
     def current_metrics(self) -> HealthMetrics | None:
         """Metrics of the reports gathered for the version last checked."""
         if self._version is None:
@@ -408,10 +445,17 @@ class UpdateHealthMonitor:
 
     async def detect_regressions(self) -> list[Regression]:
         """Regressions of the version last checked against the baseline (none without one)."""
+        found: list[Regression] = []
         after = self.current_metrics()
-        if self.baseline is None or after is None:
-            return []
-        return list(self.compare_performance(self.baseline, after).regressions)
+        if self.baseline is not None and after is not None:
+            found += self.compare_performance(self.baseline, after).regressions
+        if self.metric_baseline and self.thresholds and self._samples:
+            observed = self.current_metric_values()
+            found += [
+                Regression(r.name, "metric", r.baseline, r.observed, r.describe())
+                for r in find_regressions(self.metric_baseline, observed, self.thresholds)
+            ]
+        return found
 
     # rollback triggers
 

@@ -14,6 +14,13 @@
 6. ``restore_state(point)`` only when the install is undone after the data changed, or rolled
    back after a failed restart or health check: it must put ``data/`` back as ``point`` saved it.
 
+Optional: ``async repair_tree(version)``, when the hooks have one, is asked to re-fetch the
+previous version's tree when a failed health check would switch back to it and its re-hash
+shows damage (the update manager's hooks re-stage it from the sources); without it, or when it
+fails, the node stays on the failed version instead of going live on unverified bytes.
+``create_rollback_point`` is not called when the caller asked for no backup
+(``backup_before_update = false``) and the install changes nothing in ``data/``.
+
 :class:`DefaultInstallHooks` implements it with the store's own
 :class:`~blackhole_sync.node.RollbackManager` and no-ops; subclass it to override only some
 methods. A host that keeps its own rollback points passes hooks whose

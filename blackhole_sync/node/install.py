@@ -7,16 +7,22 @@
    the bytes before the switch; everything after works on the verified tree;
 2. place: the manifest's bytes go to ``trust/manifests/``, the tree is renamed into
    ``versions/<v>/`` and the directory fsynced;
-3. back up: ``hooks.create_rollback_point`` (journaled by id and path);
+3. back up: ``hooks.create_rollback_point`` (journaled by id and path); skipped when the
+   caller says ``backup=False`` and the install leaves ``data/`` alone (no schema migration,
+   no configuration change: ``backup_before_update = false``);
 4. self-test: ``hooks.self_test`` on the installed, not yet current, tree;
 5. migrate: schema migrations and configuration changes run on copies in
    ``data/.migrate-<id>/``, then the copies are renamed over the originals;
-6. switch ``current``; ``hooks.restart``; ``hooks.health``; commit.
+6. switch ``current``; ``hooks.restart``; ``hooks.health`` -- both within ``max_downtime``
+   seconds of the switch when given; commit.
 
 A failure before the switch undoes the install (``data/`` restored through
 ``hooks.restore_state`` when the copies had been swapped in); a failed restart or health check
-after it rolls back to the previous version and marks this one bad. A crash anywhere is
-finished or undone at the next open (see journal.py).
+after it (or one that takes longer than ``max_downtime``) rolls back to the previous version
+and marks this one bad. The previous version's tree is re-hashed against its signed manifest
+before it goes live again; a damaged one is re-fetched when the hooks can
+(``hooks.repair_tree``, optional), else the node stays on the failed version (marked bad, the
+error says why). A crash anywhere is finished or undone at the next open (see journal.py).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -72,6 +78,21 @@ class InstallResult:
     config: ConfigResult | None = None
 
 
+@contextlib.contextmanager
+def _downtime_limit(version: str, seconds: float | None) -> Iterator[None]:
+    """Restart plus health checks within ``seconds`` of the switch (None or 0: no limit)."""
+    if not seconds:
+        yield
+        return
+    try:
+        with anyio.fail_after(seconds):
+            yield
+    except TimeoutError as exc:
+        raise HealthCheckError(
+            f"{version} was not healthy within max_downtime ({seconds:g}s) of the switch"
+        ) from exc
+
+
 @frozen
 class InstallTransaction:
     """One node's install transaction (the store builds it; see the module docstring)."""
@@ -79,6 +100,8 @@ class InstallTransaction:
     journal: Journal
     app_db_path: Path
     network_config_path: Path
+    #: Re-hashes an installed tree against its stored manifest (the store's verify_installed).
+    verify_installed: Callable[[str], list[str]]
 
     async def run(
         self,
@@ -97,6 +120,8 @@ class InstallTransaction:
         region: str | None,
         node_type: str | None,
         now: _dt.datetime | None,
+        max_downtime: float | None = None,
+        backup: bool = True,
     ) -> InstallResult:
         """Install ``tree`` as ``release`` (see :meth:`NodeStore.install` for the errors)."""
         state = self.journal.state
@@ -125,15 +150,18 @@ class InstallTransaction:
                 self._verify_and_place, jid, release, tree, artifacts, preexisting
             )
             await hooks.progress("backup")
-            point = await hooks.create_rollback_point(previous, version)
-            self.journal.record_point(jid, point)
+            changes = (*extra_config_changes, *manifest.config_changes)
+            if backup or self._changes_data(manifest, extra_migrations, changes):
+                point = await hooks.create_rollback_point(previous, version)
+                self.journal.record_point(jid, point)
+            else:
+                state.set_step(jid, "backed_up")
             checkpoint("install.backed_up")
             await hooks.progress("sandbox")
             await hooks.self_test(self.journal.layout.version_dir(version), self.data_dir, manifest)
             state.set_step(jid, "sandboxed")
             checkpoint("install.sandboxed")
             await hooks.progress("migrate")
-            changes = (*extra_config_changes, *manifest.config_changes)
             when = now or utcnow()
             schema, config = await anyio.to_thread.run_sync(
                 lambda: self._migrate(
@@ -147,17 +175,18 @@ class InstallTransaction:
             state.set_step(jid, "switched")
             checkpoint("install.switched")
             try:
-                await hooks.progress("restart")
-                try:
-                    await hooks.restart(version)
-                except HealthCheckError:
-                    raise
-                except Exception as exc:
-                    raise HealthCheckError(f"restart of {version} failed: {exc}") from exc
-                state.set_step(jid, "restarted")
-                checkpoint("install.restarted")
-                await hooks.progress("health")
-                await hooks.health(version, manifest)
+                with _downtime_limit(version, max_downtime):
+                    await hooks.progress("restart")
+                    try:
+                        await hooks.restart(version)
+                    except HealthCheckError:
+                        raise
+                    except Exception as exc:
+                        raise HealthCheckError(f"restart of {version} failed: {exc}") from exc
+                    state.set_step(jid, "restarted")
+                    checkpoint("install.restarted")
+                    await hooks.progress("health")
+                    await hooks.health(version, manifest)
                 state.set_step(jid, "healthy")
                 checkpoint("install.health_checked")
             except HealthCheckError as exc:
@@ -179,7 +208,7 @@ class InstallTransaction:
                 method,
                 bytes_fetched,
                 duration,
-                point.id,
+                None if point is None else point.id,
                 schema,
                 config,
             )
@@ -230,8 +259,19 @@ class InstallTransaction:
     async def _roll_back(
         self, jid: int, reason: str, point: RollbackPoint | None, hooks: InstallHooks
     ) -> None:
-        """The new version failed after the switch: mark it bad, roll back (journaled)."""
+        """The new version failed after the switch: mark it bad, roll back (journaled).
+
+        The previous version's tree is re-hashed first (and re-fetched through
+        ``hooks.repair_tree`` when damaged and the hooks can); a tree that still does not
+        match is not switched to: the install is closed on the failed version, marked bad,
+        and :class:`HealthCheckError` says why.
+        """
         with anyio.CancelScope(shield=True):
+            target = self.journal.state.journal(jid)["from_version"]
+            damage = await self._check_rollback_target(target, hooks)
+            if damage is not None:
+                self.journal.keep_after_refused_rollback(jid, f"{reason}; not rolled back: {damage}")
+                raise HealthCheckError(f"{reason}; not rolled back: {damage}")
             self.journal.begin_failure_rollback(jid, reason)
             checkpoint("rollback.begin")
             if point is not None and self.journal.needs_restore(self.journal.state.journal(jid)):
@@ -239,7 +279,41 @@ class InstallTransaction:
                 self.journal.data_restored(jid)
             await anyio.to_thread.run_sync(self.journal.finish_rollback, jid)
 
+    async def _check_rollback_target(self, target: str | None, hooks: InstallHooks) -> str | None:
+        """None when ``target``'s tree matches its manifest (after a repair, if one was
+        needed and possible), else why it cannot go live."""
+        if target is None:
+            return None
+        problems = await anyio.to_thread.run_sync(self.verify_installed, target)
+        if not problems:
+            return None
+        repair = getattr(hooks, "repair_tree", None)
+        if repair is not None:
+            try:
+                await repair(target)
+            except (OSError, BlackholeSyncError) as exc:
+                return (
+                    f"installed tree of {target} does not match its signed manifest "
+                    f"({problems[0]}) and could not be re-fetched: {exc}"
+                )
+            problems = await anyio.to_thread.run_sync(self.verify_installed, target)
+            if not problems:
+                return None
+        return f"installed tree of {target} does not match its signed manifest: {problems[0]}"
+
     # -- steps --------------------------------------------------------------------------------
+
+    def _changes_data(
+        self,
+        manifest: ReleaseManifest,
+        extra: Sequence[Migration],
+        changes: Sequence[ConfigChange],
+    ) -> bool:
+        """Whether the install writes ``data/``: a schema migration or configuration change
+        (new or pending) runs. Such an install is always backed up first."""
+        if changes or config_sidecars(self.network_config_path)[0].exists():
+            return True
+        return bool(SchemaMigrator(self.app_db_path, [*manifest.migrations, *extra]).plan())
 
     def _verify_and_place(
         self,

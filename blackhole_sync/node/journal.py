@@ -174,7 +174,7 @@ class Journal:
                 method=row["method"],
                 bytes_fetched=row["bytes_fetched"],
                 duration_s=duration,
-                error=note,
+                note=note,
             )
 
     def undo_install(self, jid: int, error: str, *, data_restored: bool = False) -> str | None:
@@ -223,6 +223,15 @@ class Journal:
             )
             self.state.turn_into_rollback(jid, reason)
 
+    def keep_after_refused_rollback(self, jid: int, reason: str) -> None:
+        """Install ``jid`` failed after its switch but the way back is refused (the previous
+        tree is damaged): close the install on the failed version, marked bad."""
+        row = self.state.journal(jid)
+        self.commit_install(jid, time.time() - row["started"], note=reason)
+        self.state.mark_bad(
+            row["version"], reason, details=(row["update_type"], row["platform"], row["arch"])
+        )
+
     # -- rollbacks and activations ------------------------------------------------------------
 
     @staticmethod
@@ -257,13 +266,12 @@ class Journal:
         self.state.set_step(jid, "rb.switched")
         checkpoint("rollback.switched")
         failed = row["action"] == "failed"  # a health rollback: report what was tried
-        if failed:
-            error = row["error"]
-        elif row["restore_data"] or row["action"] == "activate":
-            error = None
-        else:
-            error = "data kept"
-        if note is not None:
+        error = row["error"] if failed else None
+        # a remark, not an error: the operator chose to keep the data
+        remark = (
+            None if failed or row["restore_data"] or row["action"] == "activate" else "data kept"
+        )
+        if note is not None:  # the data could not be restored: that is an error
             error = note if error is None else f"{error}; {note}"
         with self.state.transaction():
             self.state.end_operation(jid, "done", row["error"])
@@ -273,6 +281,7 @@ class Journal:
                 row["from_version"] if failed else target,
                 duration_s=time.time() - row["started"],
                 error=error,
+                note=remark,
                 method=row["method"],
                 bytes_fetched=row["bytes_fetched"] or 0,
             )

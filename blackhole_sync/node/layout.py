@@ -7,7 +7,8 @@ name onto a node directory. Everything here is a pure path computation (no I/O),
 
     NODE/current            symlink to versions/<version>; switched by renaming a temporary symlink
     NODE/versions/<v>/      installed trees, immutable; artifacts appear by name inside
-    NODE/trust/             last verified root (root.json, <N>.root.json), index.json and
+    NODE/trust/             last verified root (root.json, <N>.root.json), index.json,
+                            coordination/ (governance and downgrade documents the index lists) and
                             manifests/<v>.json, as received bytes (see truststore.py)
     NODE/staging/           private (0700) downloads and patch outputs; emptied on recovery
     NODE/partial/<sha256>   private (0700) resumable partial downloads, one file per blob
@@ -17,7 +18,7 @@ name onto a node directory. Everything here is a pure path computation (no I/O),
     NODE/rollback/<id>/     rollback points: state backups (see rollback.py)
     NODE/data/              the node's application data: its SQLite database and configuration
     NODE/config.toml        the operator's settings (see config.py)
-    NODE/identity.key       the node's own ed25519 key (0600)
+    NODE/identity.key       the node's own ed25519 key (0600), and identity.key.pub
     NODE/mirror/            the edge cache a node serves to its neighbours (``node serve``)
     NODE/.lock              flock(2) held by the one process that has the store open
 
@@ -34,7 +35,7 @@ from typing import Final
 
 from attrs import field, frozen
 
-from ..documents import check_safe_name, parse_version
+from ..documents import check_safe_name, check_safe_path, parse_version
 from ..errors import FormatError
 
 __all__ = ["NodeLayout"]
@@ -94,6 +95,31 @@ class NodeLayout:
             return None
         return os.path.basename(target.rstrip("/")) or None
 
+    def current_link_problems(self) -> list[str]:
+        """Why ``current`` is not the link a switch writes, or ``[]``.
+
+        A switch writes exactly ``versions/<version>`` (relative) onto a real directory; any
+        other target (absolute, with ``..``, through a symlinked ``versions/<v>``) names a
+        version it does not show. :func:`os.path.realpath` gives what it really reaches.
+        """
+        try:
+            target = os.readlink(self.current)
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            return [f"current: not a symbolic link ({exc.strerror})"]
+        version = os.path.basename(target.rstrip("/"))
+        try:
+            expected = self.current_target(version)
+        except FormatError:
+            return [f"current points at {target!r}, which names no version"]
+        if target != expected:
+            return [f"current points at {target!r}, not {expected!r}"]
+        tree = self.versions_dir / version
+        if tree.is_symlink():
+            return [f"current: versions/{version} is a symbolic link to {os.readlink(tree)!r}"]
+        return []
+
     @property
     def versions_dir(self) -> Path:
         return self.root / "versions"
@@ -134,6 +160,18 @@ class NodeLayout:
     @property
     def trust_manifests_dir(self) -> Path:
         return self.trust_dir / "manifests"
+
+    @property
+    def trust_coordination_dir(self) -> Path:
+        """Verified coordination documents the index lists (``trust/coordination/``)."""
+        return self.trust_dir / "coordination"
+
+    def trust_coordination(self, relpath: str) -> Path:
+        """A coordination document as received (``governance/...``, ``downgrades/...``)."""
+        parts = check_safe_path(relpath).split("/")
+        if parts[0] not in ("governance", "downgrades"):
+            raise ValueError(f"{relpath!r} is not a coordination document path")
+        return self.trust_coordination_dir.joinpath(*parts)
 
     def trust_manifest(self, version: str) -> Path:
         return self.trust_manifests_dir / f"{parse_version(version)}.json"
@@ -176,6 +214,13 @@ class NodeLayout:
     def gossip_dir(self) -> Path:
         return self.root / "gossip"
 
+    def transport_status(self, name: str) -> Path:
+        """The status a peer transport leaves for ``node status`` (``NODE/<name>/status.json``,
+        in the directory the transport pool gives it as ``state_dir``)."""
+        if not name.isidentifier():
+            raise ValueError(f"not a transport name: {name!r}")
+        return self.root / name / "status.json"
+
     @property
     def mirror_dir(self) -> Path:
         """The edge cache ``node serve`` exports (a repository layout)."""
@@ -217,6 +262,11 @@ class NodeLayout:
     @property
     def identity_key(self) -> Path:
         return self.root / "identity.key"
+
+    @property
+    def identity_public_key(self) -> Path:
+        """The public half of the identity key (``identity.key.pub``, world-readable)."""
+        return self.root / "identity.key.pub"
 
     @property
     def lock(self) -> Path:

@@ -13,7 +13,11 @@ Configuration changes (:class:`~blackhole_sync.documents.release.ConfigChange`) 
 region, a node type); one whose effective date is in the future is kept pending in
 ``config.pending.json`` beside it and applied by a later call once due; each applied change is
 recorded in ``config.history.json`` with its old value and the end of its rollback window, so
-:func:`revert_config_changes` can undo changes still inside their window.
+:func:`revert_config_changes` can undo changes still inside their window. Pending changes come
+due without an install too: the update agent applies them each cycle
+(:meth:`NodeStore.apply_due_config_changes`). A rollback restores ``data/`` from a backup taken
+before the change; :func:`keep_settled_changes` first writes into that backup every change whose
+rollback window has passed, so a rollback undoes only changes still inside their window.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ __all__ = [
     "SchemaMigrator",
     "apply_config_changes",
     "config_sidecars",
+    "keep_settled_changes",
     "read_config",
     "revert_config_changes",
     "schema_version_of",
@@ -342,3 +347,32 @@ def revert_config_changes(
         _dump(config_path, config)
         _dump(history_path, list(reversed(keep)))
     return reverted
+
+
+def keep_settled_changes(backup_config: Path, live_config: Path, *, now: _dt.datetime) -> list[str]:
+    """Write into a backup's configuration every change the live one applied whose rollback
+    window has passed (by the live ``config.history.json``), so restoring the backup keeps
+    them; the keys written. Changes the backup already holds are left as they are."""
+    _pending, live_history_path = config_sidecars(live_config)
+    history = _load(live_history_path, [])
+    if not isinstance(history, list):
+        raise ConfigurationError(f"{live_history_path} must hold a JSON list")
+    settled = [e for e in history if parse_time(e["rollback_until"]) < now]
+    if not settled:
+        return []
+    _bpending, backup_history_path = config_sidecars(backup_config)
+    backup = read_config(backup_config)
+    backup_history = _load(backup_history_path, [])
+    if not isinstance(backup_history, list):
+        raise ConfigurationError(f"{backup_history_path} must hold a JSON list")
+    keys: list[str] = []
+    for entry in settled:
+        if entry in backup_history:
+            continue  # the backup was taken after it: it holds it already
+        _set(backup, entry["key"], entry["new"])
+        backup_history.append(entry)
+        keys.append(entry["key"])
+    if keys:
+        _dump(backup_config, backup)
+        _dump(backup_history_path, backup_history)
+    return keys

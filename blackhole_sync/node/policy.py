@@ -13,7 +13,12 @@ update agent, ``UpdateManager``) performs the action and records what happened i
 (:meth:`PolicyState.mark_downloaded`, :meth:`PolicyState.mark_notified`, ...).
 
 Policies govern the agent (``node run``) and the API. An explicit ``node update`` installs
-now and does not consult them.
+now and does not consult them -- except the two safety settings of the automatic policy that
+say how any install runs, ``max_downtime`` (restart plus health checks within that many
+seconds of the switch, else roll back) and ``backup_before_update`` (false: no data backup
+unless the install migrates a schema or changes configuration). ``require_health_check``:
+the agent does not install by itself a release no health check applies to (the update
+manager turns such an ``install`` into ``skip``).
 
 Actions, in :class:`Decision`:
 
@@ -36,9 +41,12 @@ the delay after release and without waiting for network consensus (``override_sc
 every "when" constraint). Activation of a protocol change is still governed separately by
 the consensus module's activation state machine.
 
-Network consensus (``wait_for_network_consensus``): the consensus module (a later issue)
-reports its result through :meth:`PolicyState.set_consensus`; until it reports a version as
-reached, the automatic policy answers ``wait`` for that version. This is the only hook point.
+Network consensus (``wait_for_network_consensus``): the network coordination
+(``network/coordinator.py``, through the update manager) reports each release's answer through
+:meth:`PolicyState.set_consensus` before the policy decides -- reached once the activation
+proposal that names the release is ACTIVE (a release no proposal names has nothing to agree
+on), not reached once it FAILED; until it reports a version as reached, the automatic policy
+answers ``wait`` for that version. This is the only hook point.
 """
 
 from __future__ import annotations
@@ -266,7 +274,10 @@ class AutomaticUpdatePolicy:
 
     Durations are :class:`datetime.timedelta`; ``consensus_threshold`` is in basis points
     (``7500`` = 75%). ``max_downtime``, ``require_health_check`` and ``backup_before_update``
-    are carried into every install :class:`Decision` for the installer to honour.
+    are carried into every install :class:`Decision` for the installer to honour (see the
+    module docstring). config.toml refuses ``consensus_threshold`` (the signed activation
+    proposal's ``threshold_bp`` decides); the field stays for the API (it only words the
+    ``wait`` reason).
     """
 
     enabled: bool = True
@@ -276,7 +287,7 @@ class AutomaticUpdatePolicy:
     max_downtime: _dt.timedelta = field(
         default=_dt.timedelta(minutes=5), validator=_non_negative_td
     )
-    require_health_check: bool = True
+    require_health_check: bool = False
     backup_before_update: bool = True
     update_window: TimeWindow = field(factory=TimeWindow)
     delay_after_release: _dt.timedelta = field(default=_dt.timedelta(0), validator=_non_negative_td)
@@ -308,7 +319,12 @@ class ManualUpdatePolicy:
 
 @frozen
 class CriticalUpdatePolicy:
-    """Emergency handling of releases flagged ``critical``; always in force."""
+    """Emergency handling of releases flagged ``critical``; always in force.
+
+    ``emergency_rollback`` switches the post-switch regression rollback on or off, for every
+    release (``[regression]``: a metric past its threshold after a switch rolls back; off, the
+    regression is recorded and the node stays).
+    """
 
     auto_install_critical: bool = True
     override_user_preferences: bool = True
@@ -569,7 +585,7 @@ class Decision:
     channels: tuple[str, ...] = ()
     notify_after_install: bool = False
     emergency_rollback: bool = False
-    require_health_check: bool = True
+    require_health_check: bool = False
     backup_before_update: bool = True
     max_downtime: _dt.timedelta | None = None
     not_before: _dt.datetime | None = None
@@ -617,7 +633,7 @@ def decide(
             version,
             critical=critical,
             channels=channels,
-            emergency_rollback=critical and crit.emergency_rollback,
+            emergency_rollback=crit.emergency_rollback,
             require_health_check=auto.require_health_check,
             backup_before_update=auto.backup_before_update,
             max_downtime=auto.max_downtime,

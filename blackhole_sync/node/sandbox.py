@@ -159,11 +159,19 @@ class Sandbox:
 
 
 def _rmtree(path: Path) -> None:
+    root = os.path.abspath(path)
+
     def onerror(func: Any, p: str, exc: BaseException) -> None:
-        # A self-test may leave read-only directories behind.
+        # A self-test may leave read-only directories behind: make them writable -- inside
+        # the sandbox only. The sandbox's own parent (the system temporary directory) is never
+        # touched: chmod-ing it 0700 would lock every other user out of /tmp.
         try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
+            parent = os.path.dirname(os.path.abspath(p))
+            if parent != root and not parent.startswith(root + os.sep):
+                return
+            os.chmod(parent, 0o700)
+            if not os.path.islink(p):
+                os.chmod(p, 0o700)
             func(p)
         except OSError:
             pass

@@ -12,8 +12,10 @@ platform, cheapest way first:
 
 A chain is not taken when a patch's codec is missing or unavailable on this node, when
 applying it would need more memory than the node's ``delta_memory_budget`` (the apply
-worker's bound, :meth:`~blackhole_sync.codecs.ApplyLimits.memory_needed`), or when the
-chain costs more than 80 % of the full blob; the node then logs why and reports it
+worker's bound, :meth:`~blackhole_sync.codecs.ApplyLimits.memory_needed`), when the
+chain costs more than 80 % of the full blob, or -- on a node that knows its link, from its
+download rate limit -- when it is expected to take longer than the full download (see
+:mod:`blackhole_sync.codecs.delta.plan`); the node then logs why and reports it
 (:attr:`StagedRelease.reason`, the update's ``method_reason``).
 
 Every step's output is checked against signed metadata before the next one reads it (source,
@@ -41,6 +43,7 @@ from attrs import frozen
 from .._fsutil import hash_file, replace
 from ..codecs import (
     ApplyLimits,
+    ApplyWorker,
     AvailableUpdates,
     DeltaEdge,
     UpdateOptimizer,
@@ -52,6 +55,7 @@ from ..documents import Artifact, PrivateKey, ReleaseManifest, compare_versions
 from ..errors import LengthOrHashMismatchError, NoSuchVersionError, PatchError
 from ..fetch import RepositoryClient
 from .blobs import blob_digests, keep_blob, prune_blobs
+from .partials import partial_file
 from .store import NodeStore
 
 __all__ = ["IDENTITY_CODEC", "ReleaseStager", "StagedRelease"]
@@ -86,7 +90,9 @@ class ReleaseStager:
     the verified manifests a patch chain may pass through; ``identity_key()`` the node key
     that decrypts releases encrypted to it; ``on_error`` hears about a delta that fell back.
     ``delta_memory_budget``: a patch whose apply needs more (bytes; None: no budget) is not
-    taken; ``limits``: the apply worker's bounds.
+    taken; ``limits``: the apply worker's bounds; ``link_bandwidth``: the node's download rate
+    limit (bytes/s), against which a patch chain must be expected no slower than the full
+    download (None: the link is unknown, the fewest bytes win).
     """
 
     def __init__(
@@ -102,6 +108,8 @@ class ReleaseStager:
         on_error: Callable[[str], None] = lambda _message: None,
         delta_memory_budget: int | None = None,
         limits: ApplyLimits | None = None,
+        link_bandwidth: int | None = None,
+        peer_held: Iterable[str] = (),
     ) -> None:
         self.store = store
         self.client = client
@@ -113,6 +121,9 @@ class ReleaseStager:
         self.on_error = on_error
         self.delta_memory_budget = delta_memory_budget
         self.limits = limits or ApplyLimits()
+        self.link_bandwidth = link_bandwidth or None
+        #: versions whose blobs nearby peers hold (the network view): cheaper bytes
+        self.peer_held = frozenset(peer_held)
 
     async def stage(
         self, manifest: ReleaseManifest, current: str | None, *, deltas: bool
@@ -169,15 +180,12 @@ class ReleaseStager:
         )
 
     def _prune_blobs(self, manifest: ReleaseManifest, current: str | None) -> None:
-        """Keep the blobs of the current, the previous and the staged version; drop the rest."""
-        versions = [current]
-        with contextlib.suppress(NoSuchVersionError):
-            versions.append(self.store.rollback_target())
+        """Keep the blobs of the staged and the current version (once installed: the current
+        and the previous one); drop the rest."""
         manifests = [manifest]
-        for version in versions:
-            if version is not None:
-                with contextlib.suppress(OSError, NoSuchVersionError):
-                    manifests.append(self.store.stored_manifest(version))
+        if current is not None:
+            with contextlib.suppress(OSError, NoSuchVersionError):
+                manifests.append(self.store.stored_manifest(current))
         prune_blobs(self.store.layout, blob_digests(manifests))
 
     async def _stage_from_installed(
@@ -202,7 +210,10 @@ class ReleaseStager:
         self, client: RepositoryClient, artifact: Artifact, tree: Path, work: Path
     ) -> None:
         blob = work / f"blob-{artifact.blob.sha256}"
-        await client.fetch_blob(artifact.blob, blob, extra_locators=artifact.locators)
+        partial = partial_file(self.store.layout, artifact.blob.sha256, artifact.blob.length)
+        await client.fetch_blob(
+            artifact.blob, blob, extra_locators=artifact.locators, partial=partial
+        )
         plain = blob
         if artifact.encryption is not None:
             plain = work / f"plain-{artifact.sha256}"
@@ -271,7 +282,11 @@ class ReleaseStager:
 
     def _optimizer(self, table: Mapping[str, Any]) -> UpdateOptimizer:
         return UpdateOptimizer(
-            table=table, apply_memory_budget=self.delta_memory_budget, limits=self.limits
+            table=table,
+            apply_memory_budget=self.delta_memory_budget,
+            limits=self.limits,
+            link_bandwidth=self.link_bandwidth,
+            peer_held=self.peer_held,
         )
 
     def _unusable_member_patches(self, records: Iterable[Any]) -> str:
@@ -375,24 +390,27 @@ class ReleaseStager:
         if not source.is_file():
             raise FileNotFoundError(source)
         patch = work / f"patch-{record.patch.sha256}"
-        if not patch.exists():
-            await client.fetch_blob(record.patch, patch)
-            keep_blob(self.store.layout, patch, record.patch.sha256)
-        await anyio.to_thread.run_sync(
-            lambda: apply_patch(
-                source,
-                patch,
-                out,
-                source_sha256=record.source.sha256,
-                patch_sha256=record.patch.sha256,
-                patch_length=record.patch.length,
-                output_sha256=output_sha256,
-                output_length=output_length,
-                codec=record.codec,
-                table=table,
-                limits=self.limits,
+        # the bounded worker starts now: its interpreter loads while the patch downloads
+        with ApplyWorker() as worker:
+            if not patch.exists():
+                await client.fetch_blob(record.patch, patch)
+                keep_blob(self.store.layout, patch, record.patch.sha256)
+            await anyio.to_thread.run_sync(
+                lambda: apply_patch(
+                    source,
+                    patch,
+                    out,
+                    source_sha256=record.source.sha256,
+                    patch_sha256=record.patch.sha256,
+                    patch_length=record.patch.length,
+                    output_sha256=output_sha256,
+                    output_length=output_length,
+                    codec=record.codec,
+                    table=table,
+                    limits=self.limits,
+                    worker=worker,
+                )
             )
-        )
 
     async def _rebuild_unpacked(
         self,
@@ -449,4 +467,3 @@ class ReleaseStager:
             return True
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-

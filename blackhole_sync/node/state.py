@@ -70,7 +70,8 @@ CREATE TABLE IF NOT EXISTS history(
     method TEXT,
     bytes_fetched INTEGER NOT NULL DEFAULT 0,
     duration_s REAL NOT NULL DEFAULT 0,
-    error TEXT
+    error TEXT,
+    note TEXT
 );
 CREATE TABLE IF NOT EXISTS versions(
     version TEXT PRIMARY KEY,
@@ -116,6 +117,8 @@ _ADDED_COLUMNS: Final = {
         ("rollback_path", "TEXT"),
         ("rollback_own", "INTEGER NOT NULL DEFAULT 1"),
     ),
+    # ``error`` holds only failures; remarks on a step that succeeded go to ``note``
+    "history": (("note", "TEXT"),),
 }
 
 
@@ -265,11 +268,14 @@ class StateDB:
         duration_s: float = 0.0,
         error: str | None = None,
         when: str | None = None,
+        note: str | None = None,
     ) -> None:
+        """Record a step: ``error`` only when it failed, ``note`` for a remark on one that
+        succeeded (``node history`` shows both)."""
         self.check_writable()
         self.conn.execute(
             "INSERT INTO history(time, action, from_version, to_version, method, bytes_fetched,"
-            " duration_s, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " duration_s, error, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 when or _now(),
                 action,
@@ -279,16 +285,19 @@ class StateDB:
                 bytes_fetched,
                 round(duration_s, 6),
                 error,
+                note,
             ),
         )
 
     def history(self) -> list[dict[str, Any]]:
-        return _rows(
-            self.conn.execute(
-                "SELECT time, action, from_version, to_version, method, bytes_fetched,"
-                " duration_s, error FROM history ORDER BY id"
-            )
+        # a database opened read-only may predate the note column
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(history)")}
+        note = "note" if "note" in have else "NULL AS note"
+        query = (
+            "SELECT time, action, from_version, to_version, method, bytes_fetched,"  # noqa: S608 - fixed names
+            f" duration_s, error, {note} FROM history ORDER BY id"
         )
+        return _rows(self.conn.execute(query))
 
     def previous_of(self, version: str) -> str | None:
         """The version current before the last install of ``version`` (from history)."""

@@ -12,12 +12,19 @@ the state database (:class:`~blackhole_sync.node.StateDB`), the trusted document
 - :meth:`NodeStore.rollback` -- back to the previous (or a given) installed version, restoring
   the data saved while it was current; :meth:`NodeStore.activate` -- switch ``current`` to an
   installed version without touching data (for rollback managers);
-- :meth:`NodeStore.prune` -- drop old versions and rollback points;
+- :meth:`NodeStore.prune` -- drop old versions and rollback points (``dry_run``: only list);
+- :meth:`NodeStore.replace_installed_tree` -- a verified fresh copy in place of a damaged,
+  non-current tree (a repair); :meth:`NodeStore.verify_current` -- re-hash what ``current``
+  really points at;
+- :meth:`NodeStore.apply_due_config_changes` -- pending configuration changes now due;
 - :meth:`NodeStore.recover` -- run by :meth:`NodeStore.open`: finish or undo the operation a
   crash interrupted, empty staging, remove leftovers.
 
 Installs, rollbacks and activations are journaled: a kill at any instant leaves the node on
-the old or the new version, and the next open finishes or undoes the journaled step. Pruning
+the old or the new version, and the next open finishes or undoes the journaled step. A
+rollback or an activation re-hashes its target tree against the signed manifest right before
+it begins (:meth:`NodeStore.require_intact`; no cached "verified" stamp). ``read_only=True``
+opens without the lock and writes nothing (``node status`` on a read-only disk). Pruning
 removes a tree by renaming it into staging first, so a kill leaves it whole or gone.
 """
 
@@ -39,6 +46,7 @@ import anyio
 import anyio.to_thread
 
 from .._fsutil import CRASH_ENV, checkpoint, fsync_dir, remove_tree, tree_size, write_atomic
+from ..clock import utcnow
 from ..documents import (
     Artifact,
     ConfigChange,
@@ -53,6 +61,7 @@ from ..errors import (
     FormatError,
     InstallError,
     InsufficientSpaceError,
+    LengthOrHashMismatchError,
     NodeLockedError,
     NoSuchVersionError,
 )
@@ -62,6 +71,7 @@ from .hooks import DefaultInstallHooks, InstallHooks
 from .install import InstallResult, InstallTransaction
 from .journal import CHECKPOINTS, Journal
 from .layout import CURRENT_TMP_PREFIX, NodeLayout
+from .migrations import apply_config_changes, config_sidecars, keep_settled_changes
 from .rollback import RollbackManager, recover_data_dir
 from .state import StateDB
 from .tree import check_tree, place_archive, place_file, require_inside
@@ -280,6 +290,7 @@ class NodeStore:
         duration_s: float = 0.0,
         error: str | None = None,
         when: str | None = None,
+        note: str | None = None,
     ) -> None:
         self.state.add_history(
             action,
@@ -290,6 +301,7 @@ class NodeStore:
             duration_s=duration_s,
             error=error,
             when=when,
+            note=note,
         )
 
     def active_operation(self) -> dict[str, Any] | None:
@@ -408,16 +420,71 @@ class NodeStore:
         version = version or self.current_version()
         if version is None:
             return []
-        tree = self.layout.versions_dir / version
+        return self._check_installed(version, self.layout.versions_dir / version)
+
+    def verify_current(self) -> list[str]:
+        """Re-hash what ``current`` points at (not what its name says) against the manifest
+        of the version it names; an empty list when it matches or there is no ``current``.
+
+        ``current`` must be the link a switch writes (``versions/<v>``) onto a real directory:
+        a link elsewhere (an absolute path, ``..``, a symlinked ``versions/<v>``) is reported,
+        and the tree it actually reaches is hashed either way.
+        """
+        version = self.current_version()
+        if version is None:
+            return []
+        problems = self.layout.current_link_problems()
+        reached = Path(os.path.realpath(self.layout.current))
+        return problems + self._check_installed(version, reached, label="current")
+
+    def _check_installed(self, version: str, tree: Path, *, label: str | None = None) -> list[str]:
+        name = label or version
         if not tree.is_dir():
-            return [f"{version}: not installed"]
+            return [f"{name}: not installed"]
         try:
             manifest = self.stored_manifest(version)
         except (NoSuchVersionError, FormatError) as exc:
-            return [f"{version}: stored manifest unusable: {exc}"]
+            return [f"{name}: stored manifest of {version} unusable: {exc}"]
         platform, arch = self.state.platform_arch(version) or ("linux", default_arch())
-        # A hash pass on request (`node verify`, status checks): the tree as it is now.
-        return [f"{version}/{p}" for p in check_tree(tree, manifest.artifacts_for(platform, arch))]
+        # A hash pass on request (`node verify`, before a rollback): the tree as it is now.
+        return [f"{name}/{p}" for p in check_tree(tree, manifest.artifacts_for(platform, arch))]
+
+    def require_intact(self, version: str) -> None:
+        """Re-hash ``versions/<version>`` against its stored signed manifest right before it
+        goes live again (a rollback, an activation): no cached "verified" stamp is trusted.
+        Raises :class:`LengthOrHashMismatchError` naming the first difference."""
+        problems = self.verify_installed(version)
+        if problems:
+            raise LengthOrHashMismatchError(
+                f"installed tree of {version} does not match its signed manifest: {problems[0]}"
+            )
+
+    def replace_installed_tree(self, version: str, staged: Path) -> None:
+        """Put a freshly staged copy of an installed, non-current ``version`` in place of its
+        damaged tree (a repair). The staged tree is re-hashed against the stored manifest
+        first; the damaged tree is renamed into staging and deleted, then the new one renamed
+        into ``versions/``. A crash between the two renames leaves the version without a tree
+        (not installed, never half of one)."""
+        self._writable()
+        version = parse_version(version)
+        if version == self.current_version():
+            raise InstallError(f"{version} is current: it cannot be replaced in place")
+        require_inside(staged, self.layout.staging_dir)
+        manifest = self.stored_manifest(version)
+        platform, arch = self.state.platform_arch(version) or ("linux", default_arch())
+        problems = check_tree(staged, manifest.artifacts_for(platform, arch), fsync=True)
+        if problems:
+            remove_tree(staged)
+            raise LengthOrHashMismatchError(
+                f"re-fetched tree of {version} does not match its manifest: {problems[0]}"
+            )
+        dest = self.layout.version_dir(version)
+        self.journal.discard(dest)
+        os.chmod(staged, 0o755)  # noqa: S103 - installed trees are world-readable
+        os.rename(staged, dest)
+        fsync_dir(self.layout.versions_dir)
+        with self.state.transaction():
+            self.state.add_history("repair", version, version, note="re-fetched a damaged tree")
 
     # -- install ------------------------------------------------------------------------------
 
@@ -436,12 +503,17 @@ class NodeStore:
         region: str | None = None,
         node_type: str | None = None,
         now: _dt.datetime | None = None,
+        max_downtime: float | None = None,
+        backup: bool = True,
     ) -> InstallResult:
         """Install the staged ``tree`` as ``release`` (install.py's order).
 
         ``hooks`` default to :class:`DefaultInstallHooks` (the store's own rollback points, no
         self-test, restart or health check). ``region`` and ``node_type`` scope configuration
-        changes; when both are None they are read from ``config.toml``.
+        changes; when both are None they are read from ``config.toml``. ``max_downtime``:
+        seconds from the switch within which restart and health checks must pass (else the
+        install rolls back; None: no limit). ``backup=False`` skips the rollback point unless
+        the install changes ``data/`` (a schema migration or configuration change).
 
         Raises LengthOrHashMismatchError (tree does not match; nothing changed), SandboxError
         (self-test failed; nothing switched; the version is marked bad), MigrationError
@@ -473,7 +545,9 @@ class NodeStore:
         if region is None and node_type is None:
             attributes = read_node_attributes(self.layout.config)
             region, node_type = attributes.region or None, attributes.node_type or None
-        transaction = InstallTransaction(self.journal, self.app_db_path, self.network_config_path)
+        transaction = InstallTransaction(
+            self.journal, self.app_db_path, self.network_config_path, self.verify_installed
+        )
         return await transaction.run(
             release,
             tree,
@@ -489,7 +563,43 @@ class NodeStore:
             region=region,
             node_type=node_type,
             now=now,
+            max_downtime=max_downtime,
+            backup=backup,
         )
+
+    def apply_due_config_changes(
+        self,
+        *,
+        now: _dt.datetime | None = None,
+        region: str | None = None,
+        node_type: str | None = None,
+    ) -> list[str]:
+        """Apply the pending configuration changes whose effective date has come (the update
+        agent calls this each cycle); the keys applied. Each file is replaced atomically and
+        the change recorded in ``config.history.json`` (its rollback window starts now) and
+        in the node's history."""
+        self._writable()
+        pending, _history = config_sidecars(self.network_config_path)
+        if not pending.exists():
+            return []
+        if region is None and node_type is None:
+            attributes = read_node_attributes(self.layout.config)
+            region, node_type = attributes.region or None, attributes.node_type or None
+        result = apply_config_changes(
+            self.network_config_path,
+            [],
+            region=region,
+            node_type=node_type,
+            now=now or utcnow(),
+        )
+        keys = [c.key for c in result.applied]
+        if keys:
+            current = self.current_version()
+            with self.state.transaction():
+                self.state.add_history(
+                    "config", current, current, note=f"applied {', '.join(keys)} (now due)"
+                )
+        return keys
 
     # -- rollback and activation --------------------------------------------------------------
 
@@ -509,8 +619,10 @@ class NodeStore:
         """Switch back to ``to_version`` (default: :meth:`rollback_target`); the version current.
 
         With ``restore_data`` the data backup taken when that version was last current is
-        restored. Journaled: a crash is finished at the next open. Rolling back to the current
-        version does nothing.
+        restored. The target's tree is re-hashed against its signed manifest before anything
+        changes (:class:`LengthOrHashMismatchError` when it does not match: the node stays
+        where it is). Journaled: a crash is finished at the next open. Rolling back to the
+        current version does nothing.
         """
         self._writable()
         target = parse_version(to_version) if to_version else self.rollback_target()
@@ -519,7 +631,15 @@ class NodeStore:
             raise NoSuchVersionError(f"{target} is not installed")
         if target == current:
             return target
+        self.require_intact(target)
         point = self.rollbacks.restore_point_for(target, current) if restore_data else None
+        if point is not None:
+            # the configuration rollback window: changes past theirs survive the restore
+            keep_settled_changes(
+                point.path / "data" / self.network_config_path.name,
+                self.network_config_path,
+                now=utcnow(),
+            )
         jid = self.state.begin(
             "rollback",
             target,
@@ -536,8 +656,9 @@ class NodeStore:
         """Make the installed ``version`` current without touching ``data/``; the version that
         was current. Journaled like a rollback (a crash is finished at the next open).
 
-        For rollback managers that restore the state themselves; the caller checks the tree
-        (:meth:`verify_installed`) before it goes live when it does not trust it.
+        For rollback managers that restore the state themselves. Like :meth:`rollback`, the
+        target's tree is re-hashed against its signed manifest first
+        (:class:`LengthOrHashMismatchError`, nothing switched, when it does not match).
         """
         self._writable()
         target = parse_version(version)
@@ -545,16 +666,22 @@ class NodeStore:
         if not self.is_installed(target):
             raise NoSuchVersionError(f"{target} is not installed")
         if target != current:
+            self.require_intact(target)
             jid = self.state.begin("rollback", target, current, restore_data=0, action="activate")
             self.journal.run_rollback(jid)
         return current
 
     # -- prune --------------------------------------------------------------------------------
 
-    def prune(self, keep: int, *, keep_rollback_target: bool = True) -> list[str]:
+    def prune(
+        self, keep: int, *, keep_rollback_target: bool = True, dry_run: bool = False
+    ) -> list[str]:
         """Keep the ``keep`` newest versions plus the current one (and the rollback target,
-        unless ``keep_rollback_target=False``: an operator's explicit ``node prune``)."""
-        self._writable()
+        unless ``keep_rollback_target=False``: an operator's explicit ``node prune``); the
+        versions removed. ``dry_run``: only say which would go (nothing changes; works on a
+        store opened read-only)."""
+        if not dry_run:
+            self._writable()
         if keep < 0:
             raise ValueError("keep must be >= 0")
         current = self.current_version()
@@ -566,6 +693,8 @@ class NodeStore:
         good = [v for v in versions if not self.state.is_bad(v)]
         newest = set(sort_versions(good, reverse=True)[:keep])
         removed = [v for v in versions if v not in newest and v not in protected]
+        if dry_run:
+            return removed
         for version in removed:
             self.journal.discard(self.layout.version_dir(version))
             with self.state.transaction():
@@ -587,7 +716,7 @@ class NodeStore:
         if removed:
             with self.state.transaction():
                 self.state.add_history(
-                    "prune", current, current, error=f"removed {', '.join(removed)}"
+                    "prune", current, current, note=f"removed {', '.join(removed)}"
                 )
         return removed
 

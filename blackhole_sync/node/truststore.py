@@ -145,6 +145,20 @@ class TrustStore:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.layout.trust_manifest(version))
 
+    # -- coordination documents ---------------------------------------------------------------
+
+    def coordination_bytes(self, relpath: str, kind: str) -> bytes | None:
+        """A stored coordination document (verified before it was saved), None if absent."""
+        try:
+            return _read_capped(self.layout.trust_coordination(relpath), kind)
+        except FileNotFoundError:
+            return None
+
+    def save_coordination(self, relpath: str, data: bytes) -> None:
+        path = self.layout.trust_coordination(relpath)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data, mode=0o644)
+
     # -- a whole trusted state ----------------------------------------------------------------
 
     def save_state(self, state: TrustedState) -> None:

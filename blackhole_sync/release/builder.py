@@ -10,11 +10,18 @@ runs in four steps, and nothing appears under ``drafts/`` unless all of them suc
 2. In a scratch directory under ``.bhsync/tmp/``: pack each directory artifact into
    ``<dirname>.tar`` (:func:`~blackhole_sync.codecs.pack_directory`: deterministic, marked to
    unpack, links refused), list the members of archives marked to unpack
-   (:func:`~blackhole_sync.codecs.list_members`), store every artifact as a blob -- or only
-   its ciphertext when the release is encrypted to node keys -- make deltas from earlier
-   published releases (whole-file patches; per-member patches for unpacked archives, kept
-   only when the set beats the whole archive), and write the unsigned manifest envelope,
-   round-tripped through the strict parser.
+   (:func:`~blackhole_sync.codecs.list_members`), store every artifact as a blob -- zstd
+   compressed when that saves bytes (the manifest's ``transfer`` record,
+   :func:`~blackhole_sync.codecs.compress_file`), or only its ciphertext when the release is
+   encrypted to node keys -- make deltas from earlier published releases, and write the
+   unsigned manifest envelope, round-tripped through the strict parser.
+   Deltas are between installed bytes (an earlier compressed blob is decompressed first):
+   whole-file patches, and per-member patches for unpacked archives (kept only when the set
+   beats the whole archive). Each is chosen by
+   :func:`~blackhole_sync.codecs.delta.select.select_patch` among the builder's codec table
+   (the built-ins plus the plugin codecs it was given) within its
+   :class:`~blackhole_sync.codecs.CreateBudget` (2 GiB, 2 x HDiffPatch's CPU); unrelated
+   files are recognised by an early probe and get no delta.
 3. With a sandbox runner: run the self-test, then the health command, each on a fresh scratch
    tree laid out as a node installs the release (archives extracted by
    :func:`~blackhole_sync.codecs.extract_archive`, the node's own extraction).
@@ -29,7 +36,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import logging
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -40,17 +49,22 @@ from typing import Literal
 
 import anyio
 import anyio.to_thread
-from attrs import frozen
+from attrs import evolve, frozen
 
 from .._fsutil import fsync_dir, fsync_file, hash_file, remove_tree, replace
 from ..codecs import (
+    CreateBudget,
     DeltaPatch,
+    PatchCodec,
     archive_format,
+    codec_table,
+    compress_file,
+    decompress_file,
     encrypt_file,
     extract_archive,
     extract_files,
-    generate_delta,
     list_members,
+    make_delta,
     member_deltas,
     pack_directory,
 )
@@ -68,15 +82,18 @@ from ..documents import (
     PublicKey,
     ReleaseManifest,
     SchemaInfo,
+    Transfer,
     Unpack,
     check_safe_name,
     parse_version,
     sort_versions,
     version_key,
 )
-from ..errors import ConflictError, NoSuchVersionError, UnsafePathError
+from ..errors import ConflictError, LengthOrHashMismatchError, NoSuchVersionError, UnsafePathError
+from ..fetch import Locator, PluginHost
 from .blobs import store_blob
 from .layout import RepoLayout, check_name, norm_time
+from .progress import NULL_PROGRESS, BuildProgress, report_step
 
 __all__ = [
     "AUTO_DELTA_COUNT",
@@ -85,6 +102,9 @@ __all__ = [
     "ReleaseBuilder",
     "SandboxRunner",
     "SyncSandboxRunner",
+    "plugin_codecs",
+    "transport_companions",
+    "transport_locators",
 ]
 
 #: ``delta_from="auto"``: how many recent published versions get a patch.
@@ -99,6 +119,8 @@ SandboxRunner = Callable[[Path, Command], Awaitable[None]]
 SyncSandboxRunner = Callable[[Path, Command], None]
 
 DeltaFrom = Sequence[str] | Literal["auto"] | None
+
+log = logging.getLogger(__name__)
 
 
 @frozen(kw_only=True)
@@ -127,6 +149,50 @@ class BuildOptions:
     notes: str = ""
     #: the manifest's creation time (default: now)
     now: _dt.datetime | None = None
+    #: ship artifacts zstd-compressed when that saves bytes (nodes older than the ``transfer``
+    #: field cannot fetch such an artifact whole: turn this off while they remain)
+    compress: bool = True
+
+
+def plugin_codecs(plugins: PluginHost) -> dict[str, PatchCodec]:
+    """The built-in patch codecs plus those ``plugins`` register (``blackhole_sync_patch_codecs``)."""
+    return codec_table(c for result in plugins.hook.blackhole_sync_patch_codecs() for c in result)
+
+
+def transport_locators(plugins: PluginHost) -> Callable[[Path], list[Locator]]:
+    """``locate(path)`` of every installed transport that declares the ``locate`` capability
+    (an IPFS CID, a BitTorrent info hash): the builder records them in the signed manifest.
+    Offline: transports are built (guarded) but never started."""
+    from ..fetch import CAP_LOCATE, TransportPool
+
+    locating = [t for t in TransportPool.from_plugins(plugins).usable() if CAP_LOCATE in t.capabilities]
+
+    def locate(path: Path) -> list[Locator]:
+        return [locator for transport in locating for locator in transport.locate(path)]
+
+    return locate
+
+
+#: Where a companion file may go: one directory below the repository root, a plain name.
+_COMPANION = re.compile(r"[a-z][a-z0-9_-]{0,31}/[0-9A-Za-z][0-9A-Za-z._-]{0,127}")
+
+
+def transport_companions(plugins: PluginHost) -> Callable[[Path], dict[str, bytes]]:
+    """``companions(path)`` of every installed transport that registers some
+    (:attr:`~blackhole_sync.fetch.TransportSpec.companions`: a BitTorrent ``.torrent``): files
+    a repository serves next to a blob, by relative path. Offline."""
+    makers = [spec.companions for spec in plugins.transport_specs() if spec.companions]
+
+    def companions(path: Path) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        for make in makers:
+            for relpath, data in make(path).items():
+                if not _COMPANION.fullmatch(relpath) or relpath.startswith("blobs/"):
+                    raise ValueError(f"a transport named a companion file {relpath!r}")
+                out[relpath] = bytes(data)
+        return out
+
+    return companions
 
 
 @frozen
@@ -140,10 +206,37 @@ class _Prepared:
 
 
 class ReleaseBuilder:
-    """Builds unsigned drafts in one repository (see the module docstring for the steps)."""
+    """Builds unsigned drafts in one repository (see the module docstring for the steps).
 
-    def __init__(self, layout: RepoLayout) -> None:
+    ``codecs``: the patch codecs deltas are chosen from (the built-ins when None; pass
+    ``codec_table(plugin codecs)`` to offer plugin codecs too); ``budget``: the create-time
+    CPU and memory budget of each delta; ``progress``: told each long step as it starts and
+    ends (:mod:`~blackhole_sync.release.progress`); ``locate``: the locators of a stored blob
+    (:func:`transport_locators`), recorded in each artifact's ``locators`` before signing;
+    ``companions``: files served next to a blob (:func:`transport_companions`), kept in the
+    draft's ``served/`` and published with the blobs.
+
+    Scratch files live under ``.bhsync/tmp/`` for the build's duration only: removed when it
+    fails, and what a killed build left is removed by the next build
+    (:meth:`~blackhole_sync.release.layout.RepoLayout.scratch_session`).
+    """
+
+    def __init__(
+        self,
+        layout: RepoLayout,
+        *,
+        codecs: Mapping[str, PatchCodec] | None = None,
+        budget: CreateBudget | None = None,
+        progress: BuildProgress | None = None,
+        locate: Callable[[Path], Sequence[Locator]] | None = None,
+        companions: Callable[[Path], Mapping[str, bytes]] | None = None,
+    ) -> None:
         self.layout = layout
+        self.locate = locate
+        self.companions = companions
+        self.progress = progress or NULL_PROGRESS
+        self.codecs = codec_table() if codecs is None else dict(codecs)
+        self.budget = budget or CreateBudget()
 
     def build(
         self,
@@ -154,15 +247,16 @@ class ReleaseBuilder:
         sandbox: SyncSandboxRunner | None = None,
     ) -> ReleaseManifest:
         """Build the draft of ``version``; ``sandbox`` runs the self-test and health command."""
-        prepared = self._prepare(version, artifacts, options or BuildOptions())
-        try:
-            if sandbox is not None:
-                for command in self._sandbox_commands(prepared):
-                    with self._scratch_tree(prepared) as tree:
-                        sandbox(tree, command)
-            self._finalize(prepared)
-        finally:
-            shutil.rmtree(prepared.workdir, ignore_errors=True)
+        with self.layout.scratch_session():
+            prepared = self._prepare(version, artifacts, options or BuildOptions())
+            try:
+                if sandbox is not None:
+                    for command in self._sandbox_commands(prepared):
+                        with self._scratch_tree(prepared) as tree, self._sandbox_step(command):
+                            sandbox(tree, command)
+                self._finalize(prepared)
+            finally:
+                shutil.rmtree(prepared.workdir, ignore_errors=True)
         return prepared.manifest
 
     async def abuild(
@@ -175,16 +269,22 @@ class ReleaseBuilder:
     ) -> ReleaseManifest:
         """:meth:`build` with an async sandbox step; the file work runs in a worker thread."""
         opts = options or BuildOptions()
-        prepared = await anyio.to_thread.run_sync(lambda: self._prepare(version, artifacts, opts))
-        try:
-            if sandbox is not None:
-                for command in self._sandbox_commands(prepared):
-                    with self._scratch_tree(prepared) as tree:
-                        await sandbox(tree, command)
-            await anyio.to_thread.run_sync(self._finalize, prepared)
-        finally:
-            shutil.rmtree(prepared.workdir, ignore_errors=True)
+        with self.layout.scratch_session():
+            prepared = await anyio.to_thread.run_sync(
+                lambda: self._prepare(version, artifacts, opts)
+            )
+            try:
+                if sandbox is not None:
+                    for command in self._sandbox_commands(prepared):
+                        with self._scratch_tree(prepared) as tree, self._sandbox_step(command):
+                            await sandbox(tree, command)
+                await anyio.to_thread.run_sync(self._finalize, prepared)
+            finally:
+                shutil.rmtree(prepared.workdir, ignore_errors=True)
         return prepared.manifest
+
+    def _sandbox_step(self, command: Command) -> contextlib.AbstractContextManager[None]:
+        return report_step(self.progress, "sandbox", " ".join(command.argv)[:80])
 
     # -- step 1: the request --------------------------------------------------------------------
 
@@ -254,6 +354,15 @@ class ReleaseBuilder:
                 if name in plaintexts:
                     raise ValueError(f"two artifacts are named {name!r}")
                 artifact, plaintexts[name] = self._artifact(src, name, unpack, opts, packed, blobs)
+                if self.locate is not None:  # where the blob will be found, signed with it
+                    found = self.locate(blobs / artifact.blob.sha256)
+                    locators = tuple({"kind": x.kind, "value": x.value} for x in found)
+                    artifact = evolve(artifact, locators=locators)
+                if self.companions is not None:  # served next to the blob (a .torrent)
+                    for relpath, data in self.companions(blobs / artifact.blob.sha256).items():
+                        served = workdir / "served" / relpath
+                        served.parent.mkdir(parents=True, exist_ok=True)
+                        served.write_bytes(data)
                 built.append(artifact)
             if not sources:
                 # A configuration, schema or protocol release without files keeps the files
@@ -295,14 +404,21 @@ class ReleaseBuilder:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
 
-    @staticmethod
     def _artifact(
-        src: Path, name: str, unpack: set[Path], opts: BuildOptions, packed: Path, blobs: Path
+        self,
+        src: Path,
+        name: str,
+        unpack: set[Path],
+        opts: BuildOptions,
+        packed: Path,
+        blobs: Path,
     ) -> tuple[Artifact, Path]:
         """One artifact record, its blob stored in ``blobs``; and its plaintext file."""
+        progress = self.progress
         if src.is_dir():
             plain = packed / name
-            pack_directory(src, plain)
+            with report_step(progress, "packing", name):
+                pack_directory(src, plain)
             mode, fmt = 0o644, "tar"
         else:
             plain = src.resolve()
@@ -311,16 +427,36 @@ class ReleaseBuilder:
                 raise UnsafePathError(f"artifact {src} is setuid/setgid/sticky")
             mode = stat.S_IMODE(st_mode)
             fmt = archive_format(name) if plain in unpack else ""
-        unpack_record = Unpack(fmt, list_members(plain, fmt)) if fmt else None
+        size = os.path.getsize(plain)
+        unpack_record = None
+        if fmt:
+            with report_step(progress, "listing", name, size):
+                unpack_record = Unpack(fmt, list_members(plain, fmt))
+        encryption = transfer = None
         if opts.encrypt_to:
             tmp_ct = blobs / f".ct-{secrets.token_hex(6)}"
-            encryption = encrypt_file(plain, tmp_ct, opts.encrypt_to)
+            with report_step(progress, "encrypting", name, size):
+                encryption = encrypt_file(plain, tmp_ct, opts.encrypt_to)
             replace(tmp_ct, blobs / encryption.ciphertext.sha256, sync=False)
-            digest, length = hash_file(plain)
+            with report_step(progress, "hashing", name, size):
+                digest, length = hash_file(plain)
             meta = MetaFile(length, {"sha256": digest})
         else:
-            encryption = None
-            meta = store_blob(plain, blobs)
+            tmp_z = blobs / f".z-{secrets.token_hex(6)}"
+            packed_blob = None
+            if opts.compress:
+                with report_step(progress, "compressing", name, size):
+                    packed_blob = compress_file(plain, tmp_z)
+            if packed_blob is None:
+                with report_step(progress, "hashing", name, size):
+                    meta = store_blob(plain, blobs)
+            else:
+                fsync_file(tmp_z)
+                replace(tmp_z, blobs / packed_blob.sha256, sync=False)
+                with report_step(progress, "hashing", name, size):
+                    digest, length = hash_file(plain)
+                meta = MetaFile(length, {"sha256": digest})
+                transfer = Transfer(packed_blob.codec, packed_blob.length, packed_blob.sha256)
         artifact = Artifact(
             name,
             meta.length,
@@ -331,6 +467,7 @@ class ReleaseBuilder:
             unpack_record,
             (),
             encryption,
+            transfer=transfer,
         )
         return artifact, plain
 
@@ -371,6 +508,28 @@ class ReleaseBuilder:
     def _pays_off(patch_length: int, full_length: int) -> bool:
         return patch_length * 10_000 < full_length * DELTA_MAX_RATIO_BP
 
+    @contextlib.contextmanager
+    def _installed_bytes(self, art: Artifact) -> Iterator[Path | None]:
+        """A published artifact's installed bytes: its blob, or its transfer blob decoded into
+        scratch space and checked against the manifest. None when the repository lacks it."""
+        if art.transfer is None:
+            path = self.layout.blob_path(art.sha256)
+            yield path if path.is_file() else None
+            return
+        blob = self.layout.blob_path(art.transfer.sha256)
+        if not blob.is_file():
+            yield None
+            return
+        scratch = Path(tempfile.mkdtemp(prefix="installed-", dir=self.layout.tmp_dir))
+        try:
+            out = scratch / "installed"
+            got = decompress_file(blob, out, codec=art.transfer.codec, output_length=art.length)
+            if got != (art.sha256, art.length):
+                raise LengthOrHashMismatchError(f"{art.name}: blob does not decode to its bytes")
+            yield out
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
     def _make_deltas(
         self,
         origin_version: str,
@@ -391,18 +550,31 @@ class ReleaseBuilder:
             )
             if old is None or old.encryption is not None or old.sha256 == art.sha256:
                 continue
-            old_blob = self.layout.blob_path(old.sha256)
-            if not old_blob.is_file():
-                continue
-            if art.unpack is None and old.unpack is None:
-                patch = generate_delta(old_blob, plaintexts[art.name])
-                if patch is None or not self._pays_off(patch.patch_length, art.length):
+            with (
+                report_step(self.progress, "diffing", f"{art.name} against {origin_version}",
+                            art.length),
+                self._installed_bytes(old) as old_blob,
+            ):  # fmt: skip
+                if old_blob is None:
                     continue
-                out.append(_record(art.name, origin_version, patch, blobs, None))
-            elif art.unpack is not None and old.unpack is not None:
-                patches = self._member_patches(old_blob, old.unpack, plaintexts[art.name], art)
-                if patches is not None:
-                    out += [_record(art.name, origin_version, p, blobs, m) for m, p in patches]
+                if art.unpack is None and old.unpack is None:
+                    result = make_delta(
+                        old_blob, plaintexts[art.name], table=self.codecs, budget=self.budget
+                    )
+                    sel = result.selection
+                    patch = result.delta
+                    log.info(
+                        "delta %s %s -> new: %s (%s; sizes %s, CPU %.2f s)",
+                        art.name, origin_version, sel.codec or "none", sel.reason,
+                        dict(sel.sizes), sel.total_cpu_s,
+                    )  # fmt: skip
+                    if patch is None or not self._pays_off(patch.patch_length, art.blob.length):
+                        continue
+                    out.append(_record(art.name, origin_version, patch, blobs, None))
+                elif art.unpack is not None and old.unpack is not None:
+                    patches = self._member_patches(old_blob, old.unpack, plaintexts[art.name], art)
+                    if patches is not None:
+                        out += [_record(art.name, origin_version, p, blobs, m) for m, p in patches]
         return out
 
     def _member_patches(
@@ -424,6 +596,8 @@ class ReleaseBuilder:
             results = member_deltas(
                 {k: str(v) for k, v in old_files.items()},
                 {k: str(v) for k, v in new_files.items()},
+                table=self.codecs,
+                memory_budget=self.budget.memory,
                 keep_larger=True,
             )
             patches: list[tuple[str, DeltaPatch]] = []
@@ -433,7 +607,7 @@ class ReleaseBuilder:
                 elif r.status == "full":
                     data = new_files[path].read_bytes()
                     patches.append((path, DeltaPatch.from_bytes(b"", data, data, "identity")))
-        if not self._pays_off(sum(p.patch_length for _, p in patches), art.length):
+        if not self._pays_off(sum(p.patch_length for _, p in patches), art.blob.length):
             return None
         return patches
 
@@ -456,6 +630,12 @@ class ReleaseBuilder:
                     if art.encryption is not None:
                         continue
                     plain = self.layout.blob_path(art.sha256)
+                    if art.transfer is not None:
+                        plain = scratch / f"installed-{n}"
+                        blob = self.layout.blob_path(art.transfer.sha256)
+                        decompress_file(
+                            blob, plain, codec=art.transfer.codec, output_length=art.length
+                        )
                 if art.unpack is not None:
                     members = scratch / f"unpacked-{n}"
                     extract_archive(plain, art.unpack, members)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._fsutil import write_atomic
-from ..documents import Envelope, MetaFile, PrivateKey, ReleaseManifest, Root, sort_versions
+from ..documents import Envelope, MetaFile, ReleaseManifest, Root, Signer, sort_versions
 from ..errors import ConflictError, SignatureError
 from .blobs import check_blob
 from .layout import RepoLayout
@@ -28,9 +28,11 @@ __all__ = [
 ]
 
 
-def release_signers(root: Root, env: Envelope) -> list[str]:
-    """Key ids of ``root``'s release role whose signatures on ``env`` verify, each once."""
-    _spec, keys = root.role_keys("release")
+def release_signers(root: Root, env: Envelope, *, role: str = "release") -> list[str]:
+    """Key ids of ``root``'s ``role`` whose signatures on ``env`` verify, each once."""
+    if role not in root.roles:
+        return []
+    _spec, keys = root.role_keys(role)
     good: list[str] = []
     for sig in env.signatures:
         key = keys.get(sig.keyid)
@@ -45,7 +47,7 @@ def release_signers(root: Root, env: Envelope) -> list[str]:
     return good
 
 
-def sign_draft(layout: RepoLayout, version: str, key: PrivateKey) -> bool:
+def sign_draft(layout: RepoLayout, version: str, key: Signer) -> bool:
     """Add one key holder's signature to the draft. False if that key had signed already.
 
     :class:`SignatureError` for a key outside the release role, :class:`ConflictError` for a
@@ -123,6 +125,7 @@ def show_release(layout: RepoLayout, version: str) -> dict[str, Any]:
         "signed_by": signers,
         "manifest": dict(env.signed),
     }
+    info["manifest_length"] = info["manifest_sha256"] = None
     if state != "draft":
         meta = MetaFile.of(env.raw)
         info["manifest_length"] = meta.length

@@ -10,8 +10,17 @@ that is never served::
     REPO/blobs/<sha256>            artifacts, ciphertexts and patches of published releases
     REPO/.bhsync/config.json       expiry periods and network id (``repo init`` stores them)
     REPO/.bhsync/lock              the write lock every mutation holds (flock)
+    REPO/governance/...            published coordination documents the index lists:
+                                   validators.json, proposals/<id>.json, rollouts/<v>.json,
+                                   halts/<v>.json, deprecations/<feature>.json
+    REPO/downgrades/<version>.json published downgrade documents (release-signed)
     REPO/.bhsync/drafts/<version>/ manifest.json (the envelope collecting signatures), blobs/
-    REPO/.bhsync/tmp/              scratch space; always emptied again
+    REPO/.bhsync/drafts/coordination/<name>.json  governance and downgrade drafts
+    REPO/.bhsync/drafts/root/      a root draft: root.json (the envelope collecting the root
+                                   holders' signatures), config.json (settings it changes)
+    REPO/.bhsync/tmp/              scratch space of builds; emptied on failure, and of what a
+                                   killed build left by the next one (:meth:`scratch_session`)
+    REPO/.bhsync/tmp.lock          held shared by every build while it uses tmp/
 
 :class:`RepoLayout` is the one owner of these paths: nothing else in the release package joins
 a path under REPO. It also reads the repository's own files back (capped, parsed strictly, not
@@ -33,6 +42,7 @@ from typing import Any, Literal, Self
 
 from attrs import frozen
 
+from .._fsutil import remove_tree
 from ..clock import utcnow
 from ..documents import MAX_SIZES, Envelope, Index, Root
 from ..errors import ConfigurationError, FormatError, NoSuchVersionError
@@ -44,6 +54,7 @@ __all__ = ["ReleaseState", "RepoConfig", "RepoLayout"]
 ReleaseState = Literal["draft", "published", "withdrawn"]
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}\Z")
+_DRAFT_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]{0,127}\Z")
 _CONFIG_CAP = 64 * 1024
 
 
@@ -123,11 +134,24 @@ class RepoLayout:
         self.config = config
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Self:
-        """Open an existing repository (:class:`ConfigurationError` when it is none)."""
+    def open(cls, path: str | os.PathLike[str], *, pending_root: bool = False) -> Self:
+        """Open an existing repository (:class:`ConfigurationError` when it is none).
+
+        A repository whose first root is still a draft (``repo init`` with fewer keys than
+        the root threshold) has no ``root.json`` yet: it opens only with ``pending_root``
+        (to sign, publish or show the draft); otherwise the error says what to do.
+        """
         repo_path = Path(path)
         cfg_path = repo_path / ".bhsync" / "config.json"
-        if not (repo_path / "root.json").is_file() or not cfg_path.is_file():
+        pending = (repo_path / ".bhsync" / "drafts" / "root" / "root.json").is_file()
+        if cfg_path.is_file() and not (repo_path / "root.json").exists() and pending:
+            if not pending_root:
+                raise ConfigurationError(
+                    f"{repo_path} has no root yet, only a root draft awaiting signatures: "
+                    f"each root key holder runs `blackhole-sync repo sign {repo_path} --key KEY`, "
+                    f"then `blackhole-sync repo publish-root {repo_path}`"
+                )
+        elif not (repo_path / "root.json").is_file() or not cfg_path.is_file():
             raise ConfigurationError(f"{repo_path} is not a blackhole-sync repository")
         try:
             obj = json.loads(read_limited(cfg_path, _CONFIG_CAP))
@@ -150,6 +174,7 @@ class RepoLayout:
         self.manifests_dir.mkdir(exist_ok=True)
         os.chmod(self.private_dir, 0o700)
         self.lock_path.touch(0o600)
+        self.tmp_lock_path.touch(0o600)
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -178,6 +203,24 @@ class RepoLayout:
         return self.private_dir / "tmp"
 
     @property
+    def tmp_lock_path(self) -> Path:
+        return self.private_dir / "tmp.lock"
+
+    @property
+    def root_draft_dir(self) -> Path:
+        return self.drafts_dir / "root"
+
+    @property
+    def root_draft_path(self) -> Path:
+        """The pending root draft's envelope (``drafts/root/root.json``)."""
+        return self.root_draft_dir / "root.json"
+
+    @property
+    def root_draft_config_path(self) -> Path:
+        """The repository settings the pending root draft changes when published."""
+        return self.root_draft_dir / "config.json"
+
+    @property
     def blobs_dir(self) -> Path:
         return self.path / "blobs"
 
@@ -195,6 +238,25 @@ class RepoLayout:
 
     def manifest_path(self, version: str) -> Path:
         return self.manifests_dir / f"{version}.json"
+
+    @property
+    def coordination_drafts_dir(self) -> Path:
+        """Governance and downgrade drafts (``release/governance.py``)."""
+        return self.drafts_dir / "coordination"
+
+    def coordination_draft_path(self, name: str) -> Path:
+        if not _DRAFT_NAME_RE.match(name):
+            raise ValueError(f"draft name {name!r}: lowercase letters, digits, '.', '_', '-'")
+        return self.coordination_drafts_dir / f"{name}.json"
+
+    def coordination_path(self, relpath: str) -> Path:
+        """A published coordination document (``governance/...`` or ``downgrades/...``)."""
+        from ..documents import check_safe_path
+
+        parts = check_safe_path(relpath).split("/")
+        if parts[0] not in ("governance", "downgrades"):
+            raise ValueError(f"{relpath!r} is not a coordination document path")
+        return self.path.joinpath(*parts)
 
     def draft_dir(self, version: str) -> Path:
         return self.drafts_dir / version
@@ -224,6 +286,30 @@ class RepoLayout:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def scratch_session(self) -> Iterator[Path]:
+        """Use ``tmp/`` (yields it); the first user after a crash empties it of leftovers.
+
+        Every build holds ``tmp.lock`` shared while it has files in ``tmp/``. A build that can
+        take it exclusively is alone: whatever ``tmp/`` holds was left by a build that was
+        killed (a failing build removes its own files), and it is removed before this one
+        starts. Concurrent builds never remove each other's files.
+        """
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.tmp_lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pass  # another build is running: its files are not leftovers
+            else:
+                for entry in list(self.tmp_dir.iterdir()):
+                    remove_tree(entry)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            yield self.tmp_dir
         finally:
             os.close(fd)
 
@@ -266,10 +352,21 @@ class RepoLayout:
         return out
 
     def draft_versions(self) -> set[str]:
-        """Versions with a draft (built, not yet published)."""
+        """Versions with a draft (built, not yet published); the root draft is not one."""
         if not self.drafts_dir.is_dir():
             return set()
-        return {p.name for p in self.drafts_dir.iterdir() if (p / "manifest.json").is_file()}
+        return {
+            p.name
+            for p in self.drafts_dir.iterdir()
+            if p.name != "root" and (p / "manifest.json").is_file()
+        }
+
+    def root_draft_envelope(self) -> Envelope | None:
+        """The pending root draft (parsed, not verified), or None."""
+        path = self.root_draft_path
+        if not path.is_file():
+            return None
+        return Envelope.from_bytes(read_limited(path, MAX_SIZES["root"]), expected_type="root")
 
     def draft_envelope(self, version: str) -> Envelope:
         """The draft's envelope (:class:`NoSuchVersionError` when there is no draft)."""

@@ -18,9 +18,11 @@ Refusals (what the command line maps them to):
 * :class:`SignatureError` (exit 3): ``sign_with`` below the root threshold (init), below the old
   or the new root threshold (rotate), a revocation that leaves a role below its threshold, a
   key outside the release role (sign), publishing below the release threshold, an index key
-  outside the index role. Nothing is written.
+  outside the index role, a root draft signed by a key outside the old and new root roles,
+  publishing a root draft below either threshold. Nothing is written.
 * :class:`ConflictError` (exit 1): an existing repository (init), a version that exists as a
-  draft or published (build), signing or publishing a published release, yanking twice.
+  draft or published (build), signing or publishing a published release, yanking twice, a
+  rotation while a root draft is pending.
 * :class:`NoSuchVersionError` (exit 1): no such draft / release, ``delta_from`` not published.
 * :class:`FormatError` (exit 3): a version that is not canonical semver.
 * :class:`UnsafePathError` (exit 3): setuid/setgid/sticky artifacts or archive members, links
@@ -29,6 +31,13 @@ Refusals (what the command line maps them to):
   artifact file, an unknown update type, an impossible threshold, an ``--unpack`` path that is
   not an artifact or not a known archive type.
 * :class:`ConfigurationError` (exit 1): the path is not a repository.
+
+Root drafts (separate holders): ``init`` and ``rotate`` with ``draft=True`` -- or
+``draft="auto"`` (the command line's choice) when given fewer root keys than the root
+threshold (for a rotation: than the larger of the old and new root thresholds) -- write the
+new root, signed by the keys given, as a draft that each holder signs with
+:meth:`Repository.sign_root`; :meth:`Repository.publish_root` publishes it once the old and new
+thresholds are met (:mod:`~blackhole_sync.release.rootdrafts`).
 
 Index key rotation: after ``rotate(index_key=NEW)`` the served index is still signed by the
 old key, so a node that walks to the new root refuses it until it is re-signed. Pass the new
@@ -45,7 +54,9 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, Literal, ParamSpec, TypeVar
+
+import attrs
 
 from .._fsutil import fsync_dir, replace, write_atomic
 from ..documents import (
@@ -57,13 +68,13 @@ from ..documents import (
     IndexChannel,
     MetaFile,
     Migration,
-    PrivateKey,
     ProtocolInfo,
     PublicKey,
     ReleaseManifest,
     Role,
     Root,
     SchemaInfo,
+    Signer,
     TrustedState,
     sort_versions,
 )
@@ -74,9 +85,28 @@ from ..errors import (
     SecurityError,
     SignatureError,
 )
-from .builder import BuildOptions, DeltaFrom, ReleaseBuilder, SandboxRunner, SyncSandboxRunner
+from ..fetch import PluginHost
+from .builder import (
+    BuildOptions,
+    DeltaFrom,
+    ReleaseBuilder,
+    SandboxRunner,
+    SyncSandboxRunner,
+    plugin_codecs,
+    transport_companions,
+    transport_locators,
+)
+from .bundles import Bundle, export_bundle, import_bundles
 from .drafts import check_release_blobs, list_releases, release_blobs, show_release, sign_draft
 from .layout import RepoConfig, RepoLayout, json_bytes, norm_time
+from .rootdrafts import (
+    RootDraftStatus,
+    discard_root_draft,
+    publish_root_draft,
+    root_draft_status,
+    sign_root_draft,
+    write_root_draft,
+)
 
 __all__ = ["Repository"]
 
@@ -95,6 +125,29 @@ def _mutation(
             return fn(self, *args, **kwargs)
 
     return wrapper
+
+
+#: ``draft``: always, never, or when fewer root keys are given than the threshold(s).
+DraftMode = bool | Literal["auto"]
+
+
+def _publish_served(served: Path, root: Path) -> None:
+    """Move a draft's companion files (``served/<dir>/<name>``: a ``.torrent`` next to its
+    blob) into the repository; a file already there is kept (companions are derived from the
+    blob, so the same blob gives the same file)."""
+    if not served.is_dir():
+        return
+    for folder in sorted(p for p in served.iterdir() if p.is_dir() and not p.is_symlink()):
+        target = root / folder.name
+        target.mkdir(exist_ok=True)
+        for src in sorted(folder.iterdir()):
+            if src.is_file() and not src.is_symlink() and not (target / src.name).exists():
+                replace(src, target / src.name, sync=False)
+        fsync_dir(target)
+
+
+def _wants_draft(draft: DraftMode, given: int, threshold: int) -> bool:
+    return draft is True or (draft == "auto" and given < threshold)
 
 
 def _role_spec(
@@ -124,20 +177,27 @@ class Repository(RepoLayout):
         root_threshold: int,
         release_keys: Sequence[PublicKey],
         release_threshold: int,
-        index_key: PublicKey | PrivateKey,
-        sign_with: Sequence[PrivateKey],
+        index_key: PublicKey | Signer,
+        sign_with: Sequence[Signer],
         governance_keys: Sequence[PublicKey] = (),
         governance_threshold: int | None = None,
         root_expires_days: int = 365,
         index_expires_seconds: int = 86_400,
         network_id: str = "blackhole",
         now: _dt.datetime | None = None,
+        draft: DraftMode = False,
     ) -> Repository:
         """Create a repository: ``1.root.json``, ``root.json``, config, and an empty index.
 
         The empty index (version 1, channel ``stable``) needs the index private key: it is
-        written when ``index_key`` is a :class:`PrivateKey` or that key is in ``sign_with``;
-        otherwise the first publish or :meth:`refresh` writes index version 1.
+        written when ``index_key`` is a signer or that key is in ``sign_with``; otherwise the
+        first publish or :meth:`refresh` writes index version 1.
+
+        With ``draft`` (``True``, or ``"auto"`` and fewer root keys in ``sign_with`` than the
+        root threshold) only the config and a root draft signed by ``sign_with`` are written
+        (:meth:`root_draft`); the root holders sign it with :meth:`sign_root` and
+        :meth:`publish_root` writes ``1.root.json`` and ``root.json``. An index key in
+        ``sign_with`` is then not used: the first publish or :meth:`refresh` writes the index.
         """
         repo_path = Path(path)
         now = norm_time(now)
@@ -145,7 +205,7 @@ class Repository(RepoLayout):
         config.check()
         if cls.is_repository(repo_path):
             raise ConflictError(f"{repo_path} is already a repository")
-        index_public = index_key.public_key if isinstance(index_key, PrivateKey) else index_key
+        index_public = index_key if isinstance(index_key, PublicKey) else index_key.public_key
         specs = {
             "root": _role_spec(root_keys, root_threshold, "root"),
             "release": _role_spec(release_keys, release_threshold, "release"),
@@ -163,6 +223,16 @@ class Repository(RepoLayout):
         )
         root_ids = set(specs["root"][0])
         signers = list({k.keyid: k for k in sign_with if k.keyid in root_ids}.values())
+        if _wants_draft(draft, len(signers), root_threshold):
+            for k in sign_with:
+                if k.keyid not in root_ids | {index_public.keyid}:
+                    raise SignatureError(f"key {k.keyid[:16]}... is not a root key of root v1")
+            repo_path.mkdir(parents=True, exist_ok=True)
+            repo = cls(repo_path, config)
+            repo.create_directories()
+            write_atomic(repo.config_path, json_bytes(config.to_dict()), mode=0o600)
+            write_root_draft(repo, root, signers)
+            return repo
         root_env = Envelope.sign(root.to_dict(), signers)
         try:
             state = TrustedState(root_env.raw, reference_time=now)
@@ -170,7 +240,7 @@ class Repository(RepoLayout):
             raise SignatureError(
                 f"the new root is not signed by its root threshold: {exc}"
             ) from exc
-        index_signer = index_key if isinstance(index_key, PrivateKey) else None
+        index_signer = None if isinstance(index_key, PublicKey) else index_key
         for k in sign_with:
             if k.keyid == index_public.keyid:
                 index_signer = k
@@ -251,7 +321,7 @@ class Repository(RepoLayout):
     def rotate(
         self,
         *,
-        sign_with: Sequence[PrivateKey],
+        sign_with: Sequence[Signer],
         root_keys: Sequence[PublicKey] | None = None,
         root_threshold: int | None = None,
         release_keys: Sequence[PublicKey] | None = None,
@@ -262,6 +332,7 @@ class Repository(RepoLayout):
         revoke: Sequence[str] = (),
         root_expires_days: int | None = None,
         now: _dt.datetime | None = None,
+        draft: DraftMode = False,
     ) -> Root:
         """Write root version N+1, signed by the old and the new root thresholds.
 
@@ -269,8 +340,20 @@ class Repository(RepoLayout):
         prefixes of at least 8 hex digits) removes a key from every role. ``governance_keys=()``
         removes the governance role. A role left with fewer keys than its threshold by a
         revocation: :class:`SignatureError`; an impossible explicit threshold: ``ValueError``.
+
+        With ``draft`` (``True``, or ``"auto"`` and fewer keys of the old or new root role in
+        ``sign_with`` than the larger of the two root thresholds) root N+1 is written as a
+        draft signed by ``sign_with`` (each must be a key of the old or the new root role, or
+        an index key, which is not used) and returned; :meth:`sign_root` and
+        :meth:`publish_root` finish it. A pending draft refuses another rotation
+        (:class:`ConflictError`).
         """
         now = norm_time(now)
+        if self.root_draft_path.is_file():
+            raise ConflictError(
+                "a root draft is pending: sign it (repo sign) and publish it (repo "
+                "publish-root), or discard it (repo discard-root) before another rotation"
+            )
         old = self.root()
         keys: dict[str, PublicKey] = dict(old.keys)
         roles: dict[str, tuple[list[str], int]] = {
@@ -317,13 +400,30 @@ class Repository(RepoLayout):
         )
         root_ids = set(old.roles["root"].keyids) | set(roles["root"][0])
         signers = list({k.keyid: k for k in sign_with if k.keyid in root_ids}.values())
+        if _wants_draft(draft, len(signers), max(old.roles["root"].threshold, roles["root"][1])):
+            index_ids = set(old.roles["index"].keyids) | set(new.roles["index"].keyids)
+            for k in sign_with:
+                if k.keyid not in root_ids | index_ids:
+                    raise SignatureError(
+                        f"key {k.keyid[:16]}... is not a root key of root v{old.version} "
+                        f"or v{new.version}"
+                    )
+            config = None
+            if root_expires_days is not None and root_expires_days != self.config.root_expires_days:
+                config = RepoConfig(
+                    root_expires_days, self.config.index_expires_seconds, self.config.network_id
+                )
+            write_root_draft(self, new, signers, config=config)
+            return new
         env = Envelope.sign(new.to_dict(), signers)
         state = self.verifier(now=now)
         try:
             state.update_root(env.raw)  # old AND new thresholds
         except SignatureError as exc:
             raise SignatureError(
-                f"root v{new.version} needs the thresholds of root v{old.version} and of itself: {exc}"
+                f"root v{new.version} needs the thresholds of root v{old.version} and of itself: "
+                f"{exc} (for holders who sign separately: give fewer keys than the threshold, "
+                "or --draft, to start a root draft)"
             ) from exc
         new_index = None
         if old.roles["index"] != new.roles["index"]:
@@ -343,17 +443,46 @@ class Repository(RepoLayout):
             write_atomic(self.index_path, new_index[1])
         return new
 
+    # -- root drafts: separate holders ------------------------------------------------------------
+
+    def root_draft(self) -> RootDraftStatus | None:
+        """The pending root draft and its signatures so far; None without one."""
+        return root_draft_status(self)
+
+    def sign_root(self, key: Signer) -> bool:
+        """Add one root holder's signature to the pending root draft; False if already there."""
+        return sign_root_draft(self, key)
+
+    @_mutation
+    def publish_root(self, *, now: _dt.datetime | None = None) -> Root:
+        """Publish the pending root draft (old and new thresholds), as :meth:`rotate` would.
+
+        A rotation that changes the index key leaves the index signed by the old key: re-sign
+        it with :meth:`refresh` and the new key.
+        """
+        now = norm_time(now)
+        state = self.verifier(now=now) if self.root_path().is_file() else None
+        root, _env = publish_root_draft(self, state, now)
+        return root
+
+    def discard_root(self) -> int:
+        """Drop the pending root draft; returns its version."""
+        return discard_root_draft(self)
+
     # -- the index ----------------------------------------------------------------------------------
 
     def _next_index(
         self,
-        index_key: PrivateKey,
+        index_key: Signer,
         now: _dt.datetime,
         change: Callable[[dict[str, IndexChannel]], dict[str, IndexChannel]],
         *,
         state: TrustedState | None = None,
+        coordination: Callable[[Index], Index] | None = None,
     ) -> tuple[Index, bytes, TrustedState]:
-        """Build, sign and verify (not write) the next index version."""
+        """Build, sign and verify (not write) the next index version. Its coordination
+        listings (rollouts, halts, validator set, proposals, deprecations, downgrades) are
+        carried over, or changed by ``coordination`` (``release/governance.py``)."""
         state = state or self.verifier(now=now)
         root = state.root
         if index_key.keyid not in root.roles["index"].keyids:
@@ -366,20 +495,20 @@ class Repository(RepoLayout):
             old = Envelope.from_bytes(old_bytes, expected_type="index").parse(Index.from_dict)
             state.load_trusted_index(old_bytes)
         channels = dict(old.channels) if old is not None else {"stable": IndexChannel({})}
-        new = Index(
-            (old.version + 1) if old is not None else 1,
-            now + _dt.timedelta(seconds=self.config.index_expires_seconds),
-            change(channels),
-            old.rollouts if old is not None else {},
-            old.halts if old is not None else {},
-            old.extra if old is not None else {},
+        new = attrs.evolve(
+            old if old is not None else Index(1, now, {}),
+            version=(old.version + 1) if old is not None else 1,
+            expires=now + _dt.timedelta(seconds=self.config.index_expires_seconds),
+            channels=change(channels),
         )
+        if coordination is not None:
+            new = coordination(new)
         env = Envelope.sign(new.to_dict(), [index_key])
         state.update_index(env.raw)
         return new, env.raw, state
 
     @_mutation
-    def refresh(self, index_key: PrivateKey, *, now: _dt.datetime | None = None) -> Index:
+    def refresh(self, index_key: Signer, *, now: _dt.datetime | None = None) -> Index:
         """Re-sign the index with version+1 and a fresh expiry; no new release."""
         index, data, _ = self._next_index(index_key, norm_time(now), lambda chans: chans)
         write_atomic(self.index_path, data)
@@ -411,11 +540,13 @@ class Repository(RepoLayout):
         notes: str = "",
         sandbox: SyncSandboxRunner | None = None,
         now: _dt.datetime | None = None,
+        plugins: PluginHost | None = None,
     ) -> ReleaseManifest:
         """Build the draft of ``version`` (unsigned) in ``.bhsync/drafts/<version>/``.
 
         ``sandbox`` (synchronous here; see :meth:`abuild_release` for an async one) is run on a
         scratch tree with the self-test, then the health command, before the draft is kept.
+        ``plugins``: their patch codecs are offered to the delta selection too.
         The options are :class:`~blackhole_sync.release.builder.BuildOptions`'.
         """
         options = BuildOptions(
@@ -438,7 +569,12 @@ class Repository(RepoLayout):
             notes=notes,
             now=now,
         )
-        return ReleaseBuilder(self).build(version, artifacts, options, sandbox=sandbox)
+        codecs = None if plugins is None else plugin_codecs(plugins)
+        locate = None if plugins is None else transport_locators(plugins)
+        companions = None if plugins is None else transport_companions(plugins)
+        return ReleaseBuilder(self, codecs=codecs, locate=locate, companions=companions).build(
+            version, artifacts, options, sandbox=sandbox
+        )
 
     async def abuild_release(
         self,
@@ -446,19 +582,35 @@ class Repository(RepoLayout):
         artifacts: Sequence[str | os.PathLike[str]],
         *,
         sandbox: SandboxRunner | None = None,
+        plugins: PluginHost | None = None,
         **options: Any,
     ) -> ReleaseManifest:
         """:meth:`build_release` with an async sandbox step; the file work runs in a thread.
 
         ``options`` are the keyword arguments of :meth:`build_release`.
         """
-        return await ReleaseBuilder(self).abuild(
+        codecs = None if plugins is None else plugin_codecs(plugins)
+        locate = None if plugins is None else transport_locators(plugins)
+        companions = None if plugins is None else transport_companions(plugins)
+        return await ReleaseBuilder(
+            self, codecs=codecs, locate=locate, companions=companions
+        ).abuild(
             version, artifacts, BuildOptions(**options), sandbox=sandbox
         )
 
-    def sign_release(self, version: str, key: PrivateKey) -> bool:
+    def sign_release(self, version: str, key: Signer) -> bool:
         """Add one key holder's signature to the draft. False if that key had signed already."""
         return sign_draft(self, version, key)
+
+    def export_release(self, version: str, out: str | os.PathLike[str]) -> Bundle:
+        """Write the draft of ``version`` as a bundle a holder signs elsewhere
+        (:func:`~blackhole_sync.release.bundles.sign_bundle`)."""
+        return export_bundle(self, version, out)
+
+    def import_signatures(self, bundles: Sequence[str | os.PathLike[str]]) -> dict[str, list[str]]:
+        """Merge signed bundles into their drafts (distinct keys only, each verified);
+        returns version -> key ids added."""
+        return import_bundles(self, bundles)
 
     @staticmethod
     def release_blobs(manifest: ReleaseManifest) -> dict[str, MetaFile]:
@@ -477,7 +629,7 @@ class Repository(RepoLayout):
 
     @_mutation
     def publish_release(
-        self, version: str, index_key: PrivateKey, *, now: _dt.datetime | None = None
+        self, version: str, index_key: Signer, *, now: _dt.datetime | None = None
     ) -> Index:
         """Publish a draft signed by the release threshold; re-sign the index (version+1)."""
         now = norm_time(now)
@@ -510,6 +662,7 @@ class Repository(RepoLayout):
             else:
                 replace(src, self.blob_path(sha), sync=False)
         fsync_dir(self.blobs_dir)
+        _publish_served(self.draft_dir(version) / "served", self.path)
         write_atomic(self.manifest_path(version), data)
         write_atomic(self.index_path, index_data)
         shutil.rmtree(self.draft_dir(version), ignore_errors=True)
@@ -519,7 +672,7 @@ class Repository(RepoLayout):
     def yank(
         self,
         version: str,
-        index_key: PrivateKey,
+        index_key: Signer,
         reason: str = "",
         *,
         now: _dt.datetime | None = None,

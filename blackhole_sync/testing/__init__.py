@@ -1,5 +1,6 @@
-"""Public test kit: an in-memory transport, the transport conformance checks, and the
-test-timeout scale."""
+"""Public test kit: an in-memory transport, the transport conformance checks, the
+test-timeout scale, child processes that never outlive their test (:mod:`.processes`), and a
+pytest plugin that scales pytest-timeout's limits (:mod:`.pytest_plugin`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from .conformance import (
     check_transport,
 )
 from .memory import MEMORY_TRANSPORT_SPEC, MemoryHub, MemoryTransport, Subscription
+from .processes import kill_group, run, spawn, stop
 from .timeouts import TIMEOUT_SCALE_ENV, scaled, timeout_scale
 
 __all__ = [
@@ -24,6 +26,10 @@ __all__ = [
     "Subscription",
     "TransportUnderTest",
     "check_transport",
+    "kill_group",
+    "run",
     "scaled",
+    "spawn",
+    "stop",
     "timeout_scale",
 ]

@@ -457,9 +457,10 @@ async def check_transport(make: Make, *, checks: Iterable[str] | None = None) ->
     Each check enters ``make()`` afresh. A check whose capability the transport does not
     declare is skipped (the fetch checks without ``fetch``, ``range``, ``publish``; the peer
     checks without ``announce`` on the transport, ``subscribe`` on a ``peer``, or ``query``).
-    Returns the names of the checks that ran; raises ``AssertionError`` on the first failure,
-    and when no check but ``close`` ran. ``checks`` selects a subset by name (see
-    :data:`CHECKS`).
+    Returns the names of the checks that ran; raises ``AssertionError`` naming the check on the
+    first failure -- an assertion of the check, any other exception, or the check's time limit
+    (``CHECK_TIMEOUT`` times ``BLACKHOLE_SYNC_TEST_TIMEOUT_SCALE``) -- and when no check but
+    ``close`` ran. ``checks`` selects a subset by name (see :data:`CHECKS`).
     """
     selected = list(CHECKS) if checks is None else list(checks)
     unknown = [name for name in selected if name not in CHECKS]
@@ -467,14 +468,24 @@ async def check_transport(make: Make, *, checks: Iterable[str] | None = None) ->
         raise ValueError(f"unknown checks: {unknown}; known: {list(CHECKS)}")
     ran: list[str] = []
     for name in selected:
-        with anyio.fail_after(scaled(CHECK_TIMEOUT)):
-            async with make() as tut:
-                if not isinstance(tut, TransportUnderTest):
-                    raise TypeError("make() must yield a TransportUnderTest")
-                if not _applies(name, tut):
-                    continue
-                await CHECKS[name](tut)
-                ran.append(name)
+        limit = scaled(CHECK_TIMEOUT)
+        try:
+            with anyio.fail_after(limit) as scope:
+                async with make() as tut:
+                    if not isinstance(tut, TransportUnderTest):
+                        raise _fail("harness", "make() must yield a TransportUnderTest")
+                    if not _applies(name, tut):
+                        continue
+                    await CHECKS[name](tut)
+                    ran.append(name)
+        except AssertionError:
+            raise
+        except TimeoutError as exc:
+            if scope.cancel_called:
+                raise _fail(name, f"did not finish within {limit:g} s") from exc
+            raise _fail(name, f"raised {type(exc).__name__}: {exc}") from exc
+        except Exception as exc:  # the transport (or the harness) failed otherwise: say where
+            raise _fail(name, f"raised {type(exc).__name__}: {exc}") from exc
     if not [name for name in ran if name != "close"]:
         raise _fail("harness", f"no conformance check applied (selected: {selected})")
     return ran
