@@ -7,6 +7,9 @@ Names load lazily, so ``import blackhole_sync`` costs almost nothing and a comma
 what it uses. The design's protocols (``UpdateManager``, ``VersionManager``,
 ``RollbackManager`` as :class:`typing.Protocol`) are in :mod:`blackhole_sync.protocols`; the
 names here are the library's implementations.
+
+Long (over 700 lines) only because it is the table of every public name and the module that
+defines it, loaded lazily (PEP 562) so ``import blackhole_sync`` stays cheap.
 """
 
 from __future__ import annotations

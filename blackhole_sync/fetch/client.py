@@ -17,6 +17,10 @@ received. A blob download can keep its bytes in a partial file (a node's
 ``NODE/partial/<sha256>``) and resume from it after an interruption or a restart: the kept
 prefix is re-hashed, the rest fetched by range, the whole verified. ``--debug`` shows one log
 line per blob naming the transports and locators that served it, with bytes and seconds.
+
+One concern, one module (over 700 lines): getting verified bytes of one repository -- metadata
+in python-tuf's order, blobs across sources with fallback, resume, deadlines and parallel
+ranges -- whose limits only hold if they are applied in one place.
 """
 
 from __future__ import annotations

@@ -20,6 +20,10 @@ gossip      none (peers)         no                                 signed envel
 A transport is an async context manager (``async with``, ``aclose``). Optional operations are
 announced in :attr:`Transport.capabilities`; calling one that is absent raises
 ``NotImplementedError`` (caller misuse).
+
+One concern, one module (over 700 lines): the transport API plugin authors implement -- the
+protocol, its capabilities and options, the verifying sink and the guard around every plugin
+-- in one place so the contract reads as one document.
 """
 
 from __future__ import annotations

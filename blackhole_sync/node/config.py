@@ -43,6 +43,10 @@ Layout (every key optional except ``sources``; durations are whole seconds)::
     [regression]  samples, watch_seconds, interval, [regression.thresholds] (basis points)
     [plugins]     autoload, block
     [webhook]     url, timeout, [webhook.headers]  (the "webhook" notification channel)
+
+One concern, one module (over 700 lines): the schema of ``config.toml`` -- each table's model,
+its strict parse with the bad key named, and the commented default file -- kept together so a
+setting cannot be added to one and forgotten in another.
 """
 
 from __future__ import annotations

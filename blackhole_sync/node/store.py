@@ -26,6 +26,10 @@ rollback or an activation re-hashes its target tree against the signed manifest 
 it begins (:meth:`NodeStore.require_intact`; no cached "verified" stamp). ``read_only=True``
 opens without the lock and writes nothing (``node status`` on a read-only disk). Pruning
 removes a tree by renaming it into staging first, so a kill leaves it whole or gone.
+
+One concern, one module (over 700 lines): the node directory's transactions (install, switch,
+rollback, prune) under one lock, each step journaled; splitting them would split the
+crash-safety argument that ties them together.
 """
 
 from __future__ import annotations
