@@ -113,3 +113,25 @@ def test_migrations_already_applied_skipped() -> None:
     manifests = {"1.1.0": manifest("1.1.0", migrations=[migration("a", 1, 2)])}
     vm = VersionManager(Source("1.1.0", []), lambda: manifests, schema_version=lambda: 2)
     assert vm.get_required_migrations(None, "1.1.0") == []
+
+
+PRECEDENCE_CASES = [
+    "0.9.9", "1.0.0-0a", "1.0.0-1", "1.0.0-a1", "1.0.0-alpha", "1.0.0-alpha.1",
+    "1.0.0-alpha.1.2", "1.0.0-alpha.beta", "1.0.0-beta", "1.0.0-beta.2", "1.0.0-beta.11",
+    "1.0.0-rc.1", "1.0.0", "1.2.0", "1.10.0", "2.0.0",
+]  # fmt: skip
+
+
+def test_cached_precedence_orders_exactly_as_semver() -> None:
+    import itertools
+
+    import semver
+
+    from blackhole_sync.documents import compare_versions, newer_versions, sort_versions
+
+    for a, b in itertools.product(PRECEDENCE_CASES, PRECEDENCE_CASES):
+        assert int(compare_versions(a, b)) == semver.Version.parse(a).compare(b), (a, b)
+    shuffled = list(reversed(PRECEDENCE_CASES))
+    assert sort_versions(shuffled) == sorted(shuffled, key=semver.Version.parse)
+    assert newer_versions(shuffled, "1.0.0-rc.1") == ["1.0.0", "1.2.0", "1.10.0", "2.0.0"]
+    assert newer_versions(shuffled, None) == sort_versions(shuffled)

@@ -74,6 +74,7 @@ from .versions import (
     VersionManager,
     VersionSource,
     compare_versions,
+    newer_versions,
     sort_versions,
     version_key,
 )
@@ -146,6 +147,7 @@ __all__ = [
     "key_id",
     "parse_time",
     "parse_version",
+    "newer_versions",
     "sort_versions",
     "strict_loads",
     "verify_backend",

@@ -59,6 +59,10 @@ __all__ = ["MAX_ROOT_ROTATIONS", "TrustedState"]
 #: Most root versions accepted in one update (bounds the root chain walk).
 MAX_ROOT_ROTATIONS = 64
 
+#: Indexes this process verified, by (trusted root bytes, index bytes): at most this many.
+_VERIFIED_INDEXES_MAX = 4
+_verified_indexes: dict[tuple[bytes, bytes], tuple[Envelope, Index]] = {}
+
 
 class TrustedState:
     """The newest verified root, index and manifests of one node (or one verifier)."""
@@ -153,6 +157,24 @@ class TrustedState:
 
     # -- index -----------------------------------------------------------------------------
 
+    def _verified_index(self, data: bytes) -> tuple[Envelope, Index]:
+        """``data`` authenticated as an index under the trusted root, then parsed.
+
+        Remembered per process by (root bytes, index bytes): the same bytes under the same
+        root verify the same way, and an agent checks the same index every cycle -- without
+        this a check (and ``node status``) re-verified and re-parsed an index of 1,000 releases
+        each time. Freshness and the rollback rules are still applied by every caller.
+        """
+        key = (self._root_envelope.raw, data)
+        hit = _verified_indexes.get(key)
+        if hit is None:
+            envelope = self._authenticated(data, "index", "index")
+            hit = (envelope, envelope.parse(Index.from_dict))
+            if len(_verified_indexes) >= _VERIFIED_INDEXES_MAX:
+                _verified_indexes.pop(next(iter(_verified_indexes)))
+            _verified_indexes[key] = hit
+        return hit
+
     def load_trusted_index(self, data: bytes) -> bool:
         """Restore the locally stored index as the rollback floor (expiry not checked).
 
@@ -160,8 +182,7 @@ class TrustedState:
         current root (the index keys were rotated: fast-forward recovery).
         """
         try:
-            envelope = self._authenticated(data, "index", "index")
-            index = envelope.parse(Index.from_dict)
+            envelope, index = self._verified_index(data)
         except SecurityError:
             return False
         self._index, self._index_envelope = index, envelope
@@ -170,8 +191,7 @@ class TrustedState:
     def update_index(self, data: bytes) -> Index:
         """Accept a newer index. Returns the trusted index (unchanged on identical bytes)."""
         self.check_root_fresh()
-        envelope = self._authenticated(data, "index", "index")
-        new = envelope.parse(Index.from_dict)
+        envelope, new = self._verified_index(data)
         old = self._index
         if old is not None and self._index_envelope is not None:
             if new.version < old.version:

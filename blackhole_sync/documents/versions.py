@@ -7,6 +7,7 @@ semver precedence (the ``semver`` package), which is total on such strings.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
@@ -24,6 +25,7 @@ __all__ = [
     "VersionManager",
     "VersionSource",
     "compare_versions",
+    "newer_versions",
     "sort_versions",
     "version_key",
 ]
@@ -37,16 +39,44 @@ class VersionComparison(enum.IntEnum):
 
 def compare_versions(v1: str, v2: str) -> VersionComparison:
     """Compare two versions by semver precedence: OLDER means ``v1 < v2``."""
-    result = semver.Version.parse(parse_version(v1)).compare(parse_version(v2))
-    return VersionComparison(result)
+    a, b = _precedence(parse_version(v1)), _precedence(parse_version(v2))
+    return VersionComparison((a > b) - (a < b))
 
 
 def sort_versions(versions: Iterable[str], *, reverse: bool = False) -> list[str]:
-    return sorted(versions, key=version_key, reverse=reverse)
+    return sorted(versions, key=_precedence, reverse=reverse)
+
+
+def newer_versions(versions: Iterable[str], than: str | None) -> list[str]:
+    """The ``versions`` newer than ``than`` (all when it is None), oldest first."""
+    if than is None:
+        return sort_versions(versions)
+    floor = _precedence(than)
+    return sorted((v for v in versions if _precedence(v) > floor), key=_precedence)
 
 
 def version_key(version: str) -> semver.Version:
+    """The version as a :class:`semver.Version` (semver precedence when compared)."""
+    return _parsed(version)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _parsed(version: str) -> semver.Version:
     return semver.Version.parse(version)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _precedence(version: str) -> tuple[int, int, int, int, tuple[tuple[int, int | str], ...]]:
+    """Semver 2.0 precedence as a cached plain-tuple key: the numbers; then a release above any
+    of its pre-releases; then the pre-release identifiers, numeric ones below alphanumeric ones
+    and numbers compared as numbers (an identifier's tag keeps ints and strs apart), a longer
+    list above its prefix. Build metadata is ignored, as semver says. (Parsing with semver on
+    every comparison made a status with 1,000 known releases 50 times slower than with one.)"""
+    v = _parsed(version)
+    if not v.prerelease:
+        return (v.major, v.minor, v.patch, 1, ())
+    pre = tuple((0, int(p)) if p.isdigit() else (1, p) for p in v.prerelease.split("."))
+    return (v.major, v.minor, v.patch, 0, pre)
 
 
 @frozen

@@ -30,6 +30,7 @@ from ..documents import (
     TrustedState,
     VersionManager,
     compare_versions,
+    newer_versions,
     sort_versions,
 )
 from ..errors import (
@@ -346,9 +347,7 @@ class ManagerBase:
     def _candidates(self, state: TrustedState, current: str | None) -> list[str]:
         index = state.require_index()
         out = []
-        for version in sort_versions(index.releases(self.config.channel)):
-            if current is not None and compare_versions(version, current) <= 0:
-                continue
+        for version in newer_versions(index.releases(self.config.channel), current):
             if self.store.is_bad(version):
                 continue
             out.append(version)

@@ -90,8 +90,8 @@ class TrustStore:
         too (``node init`` stores the operator's root without it: it is not parsed there)."""
         self._ensure_dirs()
         if version is not None:
-            write_atomic(self.layout.trust_root_version(version), data, mode=0o644)
-        write_atomic(self.layout.trust_root, data, mode=0o644)
+            _write_if_changed(self.layout.trust_root_version(version), data)
+        _write_if_changed(self.layout.trust_root, data)
 
     def root_versions(self) -> list[int]:
         """The root versions kept as ``<N>.root.json``, ascending."""
@@ -112,7 +112,7 @@ class TrustStore:
 
     def save_index(self, data: bytes) -> None:
         self._ensure_dirs()
-        write_atomic(self.layout.trust_index, data, mode=0o644)
+        _write_if_changed(self.layout.trust_index, data)
 
     # -- manifests ----------------------------------------------------------------------------
 
@@ -169,3 +169,15 @@ class TrustStore:
 
     def _ensure_dirs(self) -> None:
         self.layout.trust_manifests_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _write_if_changed(path: Path, data: bytes) -> None:
+    """Write ``data`` atomically unless the file already holds exactly these bytes (an
+    unchanged index every agent cycle would otherwise cost three fsyncs per check)."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(len(data) + 1) == data:
+                return
+    except OSError:
+        pass
+    write_atomic(path, data, mode=0o644)
