@@ -141,7 +141,7 @@ def origin_status(server: object, peers: PeerNetwork | None) -> dict[str, Any]:
     http = stats.to_dict() if stats is not None and hasattr(stats, "to_dict") else None
     transports: dict[str, Any] = {}
     for transport in [] if peers is None else peers.transports:
-        status = getattr(transport, "status", None)
+        status = getattr(getattr(transport, "inner", transport), "status", None)
         if callable(status):
             try:
                 transports[transport.name] = status()
@@ -163,7 +163,9 @@ async def _write_status(path: Path, server: object, peers: PeerNetwork, poll: fl
         data = json.dumps(origin_status(server, peers), sort_keys=True).encode()
         if data != last:
             try:
-                await anyio.to_thread.run_sync(lambda: write_atomic(path, data, mode=0o600))
+                await anyio.to_thread.run_sync(
+                    functools.partial(write_atomic, path, data, mode=0o600)
+                )
                 last = data
             except OSError as exc:
                 log.debug("could not write %s: %s", path, exc)
