@@ -117,7 +117,12 @@ def run_demo(
                 view.refresh()
                 figures = story.finish()
                 steps = {**dict.fromkeys(STEPS, False), **story.steps}
-                result = {"ok": all(steps.values()), "steps": steps, "figures": figures}
+                result = {
+                    "ok": all(steps.values()),
+                    "steps": steps,
+                    "figures": figures,
+                    "log": list(view.log),  # what happened, in order (why a step failed)
+                }
                 if not quiet:
                     console.print(view.curve(len(story.online)))
                     console.print(view.summary(figures, steps))
