@@ -169,6 +169,7 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job: a local network of nodes updating from an origin and each other."""
+    """The main job: an origin and node agents on 127.0.0.1 (gossip, BitTorrent) playing the
+    design's story: swarm release, phased delta, halted bad release, protocol activation."""
     install_project(session)
     session.run("blackhole-sync", "demo", *session.posargs)

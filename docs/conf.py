@@ -16,6 +16,8 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "signature"
 autodoc_preserve_defaults = True
 exclude_patterns = ["_build"]
+# docs/benchmarks.md is bench/run.py's output; benchmarks.rst shows it (see _benchmarks below)
+source_suffix = {".rst": "restructuredtext"}
 html_theme = "alabaster"
 # The design's protocols share their names with the library's implementations
 # (blackhole_sync.protocols.UpdateManager vs blackhole_sync.manager.UpdateManager): type hints
@@ -97,5 +99,70 @@ def _attrs_defaults(
     return signature, ret
 
 
+# -- the benchmark report -------------------------------------------------------------------------
+#
+# ``nox -s bench`` (bench/run.py) writes docs/benchmarks.md: a title, a paragraph naming the run
+# and the machine, and a markdown table. ``benchmarks.rst`` holds a placeholder line that is
+# replaced, when Sphinx reads the page, by that report turned into reStructuredText (a
+# list-table), so the built documentation always shows the latest report without a markdown
+# parser. The page is rebuilt whenever the report changes.
+
+BENCHMARKS_MD = Path(__file__).resolve().parent / "benchmarks.md"
+BENCHMARKS_PLACEHOLDER = ".. benchmark-report::"
+
+
+def _inline(text: str) -> str:
+    """Markdown code spans (`x`) as reStructuredText literals (``x``); nothing else changes."""
+    return re.sub(r"(?<!`)`([^`]+)`(?!`)", r"``\1``", text)
+
+
+def _cells(line: str) -> list[str]:
+    """A markdown table row's cells (``\\|`` is a pipe inside a cell)."""
+    inner = line.strip().removeprefix("|").removesuffix("|")
+    return [cell.strip().replace("\\|", "|") for cell in re.split(r"(?<!\\)\|", inner)]
+
+
+def benchmark_report_rst(markdown: str) -> str:
+    """The report (bench/run.py's markdown) as reStructuredText, its title dropped."""
+    out: list[str] = []
+    table: list[list[str]] = []
+
+    def flush() -> None:
+        if not table:
+            return
+        header, *rows = table
+        out.extend(["", ".. list-table::", "   :header-rows: 1", ""])
+        for row in [header, *rows]:
+            cells = [c.replace("|", "\\|") for c in row + [""] * (len(header) - len(row))]
+            out.append(f"   * - {_inline(cells[0]) or ' '}")
+            out.extend(f"     - {_inline(cell) or ' '}" for cell in cells[1 : len(header)])
+        out.append("")
+        table.clear()
+
+    for line in markdown.splitlines():
+        if line.startswith("|"):
+            if not re.fullmatch(r"\|?(\s*:?-+:?\s*\|)+\s*:?-*:?\s*", line.strip()):
+                table.append(_cells(line))
+            continue
+        flush()
+        if line.startswith("# "):
+            continue  # the page has its own title
+        out.append(_inline(line))
+    flush()
+    return "\n".join(out) + "\n"
+
+
+def _benchmarks(app: Any, docname: str, source: list[str]) -> None:
+    if docname != "benchmarks" or BENCHMARKS_PLACEHOLDER not in source[0]:
+        return
+    if BENCHMARKS_MD.exists():
+        app.env.note_dependency(str(BENCHMARKS_MD))
+        report = benchmark_report_rst(BENCHMARKS_MD.read_text(encoding="utf-8"))
+    else:
+        report = "No benchmark report yet: run ``nox -s bench``.\n"
+    source[0] = source[0].replace(BENCHMARKS_PLACEHOLDER, report)
+
+
 def setup(app: Any) -> None:
     app.connect("autodoc-process-signature", _attrs_defaults)
+    app.connect("source-read", _benchmarks)

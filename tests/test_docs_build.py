@@ -72,3 +72,21 @@ def test_plugins_page_states_what_the_conformance_kit_checks() -> None:
     assert "LengthExceededError" in section.split("``length_cap``", 1)[1].split("``missing``")[0]
     assert "AssertionError" in section and "naming" in section
     assert "no check applied" in section
+
+
+def test_the_docs_show_the_latest_benchmark_report(html: Path) -> None:
+    """docs/benchmarks.md (bench/run.py's report) is rendered as is: its run line with the
+    machine, and every row of its table, cell by cell."""
+    report = (DOCS / "benchmarks.md").read_text(encoding="utf-8")
+    page = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", (html / "benchmarks.html").read_text()))
+    page = page.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    run_line = next(line for line in report.splitlines() if line.startswith("The latest"))
+    machine = run_line.split(" on ", 1)[1].split(";")[0].rstrip(".")
+    assert machine in page, machine
+    rows = [line for line in report.splitlines() if line.startswith("| bench_")]
+    assert rows, "docs/benchmarks.md has no rows"
+    for row in rows:
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", row.strip("|"))]
+        assert " ".join(c for c in cells if c) in page, row
+    index = (DOCS / "index.rst").read_text(encoding="utf-8")
+    assert re.search(r"^\s+benchmarks$", index, re.MULTILINE), "not in the toctree"
