@@ -60,6 +60,8 @@ if TYPE_CHECKING:
     from ..network.coordinator import Coordinator
 
 
+__all__ = ["MAX_START_FAILURES", "ManagerBase"]
+
 log = logging.getLogger("blackhole_sync.manager")
 
 #: Consecutive failed health checks after which the agent abandons a version.

@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 from .base import MAX_START_FAILURES, ManagerBase, _discard
 from .hooks import ManagerInstallHooks
 
+__all__ = ["CoordinationSide"]
+
 log = logging.getLogger("blackhole_sync.manager")
 
 

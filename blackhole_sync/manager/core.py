@@ -56,6 +56,8 @@ from .coordination import CoordinationSide
 from .hooks import ManagerInstallHooks
 from .installed import InstalledTreeSide
 
+__all__ = ["NodeUpdateClient", "UpdateManager"]
+
 log = logging.getLogger("blackhole_sync.manager")
 
 

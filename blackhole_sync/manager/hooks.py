@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 from .base import ManagerBase, _command_env
 
+__all__ = ["ManagerInstallHooks"]
+
 log = logging.getLogger("blackhole_sync.manager")
 
 

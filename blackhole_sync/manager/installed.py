@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 from .base import ManagerBase, _command_env
 
+__all__ = ["InstalledTreeSide"]
+
 log = logging.getLogger("blackhole_sync.manager")
 
 

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
     pass
 
 
+__all__ = ["init_node"]
+
+
 def init_node(
     path: str | os.PathLike[str],
     *,
