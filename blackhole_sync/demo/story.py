@@ -282,7 +282,13 @@ class Story:
             if installed < opens - 1:  # whole seconds in the history
                 in_order = False
                 self.view.say(f"{node.name} installed 1.1.0 before its phase opened")
-        healthy = all(self.view.rows[n.name].health in ("good", "installed") for n in self.online)
+        # the last nodes to switch may still be running their health checks: give them time
+        healthy = self.wait(
+            lambda: all(
+                self.view.rows[n.name].health in ("good", "installed") for n in self.online
+            ),
+            60,
+        )
         self._show_origin()
         missed = [
             what
