@@ -531,7 +531,9 @@ class RepositoryClient:
                     if start < meta.length:
                         await self._fetch_guarded(transport, locator, sink, meta.length, served)
                     if sink.received < meta.length:
-                        raise DownloadError(
+                        # the source said "that is all" (a cut connection raises instead): it
+                        # serves a blob shorter than the signed length
+                        raise LengthOrHashMismatchError(
                             f"{locator}: ended after {sink.received} of {meta.length} bytes"
                         )
                     sink.verify()
@@ -552,7 +554,11 @@ class RepositoryClient:
                     break
                 except DownloadError as exc:
                     self.stats.record_failure(locator, exc)
-                    failure = exc
+                    # what a source that answered said outranks "this source has nothing"
+                    if failure is None or not isinstance(
+                        exc, SourceUnavailableError | BlobNotFoundError
+                    ):
+                        failure = exc
                     break
         if mismatch is not None:
             raise mismatch
