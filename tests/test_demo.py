@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from blackhole_sync.testing.timeouts import scaled
+from blackhole_sync.testing import run
 
 pytest.importorskip("blackhole_sync_gossip")
 pytest.importorskip("blackhole_sync_bittorrent")
@@ -57,12 +56,11 @@ def processes_mentioning(text: str) -> list[int]:
 
 def test_the_demo_plays_the_whole_story_with_five_nodes(tmp_path: Path) -> None:
     work = tmp_path / "demo"
-    out = subprocess.run(
+    out = run(
         [*command(), "demo", "--nodes", "5", "--json", "--workdir", str(work)],
-        capture_output=True,
-        timeout=scaled(600),
-        start_new_session=True,
+        timeout=600,  # scaled by run()
         env={**os.environ, "COLUMNS": "120"},
+        text=False,
     )
     stderr = out.stderr.decode(errors="replace")
     result = json.loads(out.stdout.decode().strip().splitlines()[-1])

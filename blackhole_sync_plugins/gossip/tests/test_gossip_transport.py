@@ -26,7 +26,11 @@ pytestmark = [pytest.mark.xdist_group("net"), pytest.mark.timeout(180)]
 FAST = {"gossip": {"dial_backoff_initial": 0.2, "dial_backoff_max": 1.0, "hello_timeout": 3.0}}
 
 
-@pytest.fixture(params=["asyncio", "trio"])
+#: Under trio both test transports' hosts share the test's one trio loop, which py-libp2p does
+#: not do reliably (one host per process: see the README); the run fails about one time in four
+#: there, so the trio variant runs in the soak session. Trio hosts are in CI through the
+#: network tests, where every other node process runs its host under trio.
+@pytest.fixture(params=["asyncio", pytest.param("trio", marks=pytest.mark.slow)])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
