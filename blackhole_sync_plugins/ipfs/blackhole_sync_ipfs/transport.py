@@ -355,7 +355,6 @@ class IpfsTransport(BaseTransport):
         """Stream the file at ``locator`` into ``sink`` (from byte ``start``: earlier bytes are
         fetched and skipped -- IPFS has no ranged read here, so no ``range`` capability)."""
         cid = self._cid_of(locator)
-        await self._refuse_without_peers(cid)
         node = await self._ready()
         await self._reach_bootstrap()
         skip = start
@@ -390,21 +389,6 @@ class IpfsTransport(BaseTransport):
             raise SourceUnavailableError(f"ipfs: {exc}") from exc
         except IpfsError as exc:
             raise DownloadError(f"ipfs: fetching {cid} failed: {exc}") from exc
-
-    async def _refuse_without_peers(self, cid: str) -> None:
-        """An embedded node with no ``[ipfs] bootstrap`` and no connected peer can only wait
-        ``fetch_timeout`` for nothing: say so at once, and the core uses its other sources
-        (without starting Kubo for a node that was never pointed at any IPFS peer)."""
-        if self.settings.backend != "embedded" or self.settings.bootstrap:
-            return
-        if self._node is not None:
-            peers = getattr(self._node, "peers", None)
-            if peers is None or await peers():
-                return
-        raise SourceUnavailableError(
-            f"ipfs: {cid}: no [ipfs] bootstrap peers and no connected peer: left to the "
-            "node's other sources"
-        )
 
     def locate(self, path: Path) -> list[Locator]:
         """The CID ``path`` gets when published (CIDv1, raw leaves), computed offline."""
