@@ -31,6 +31,8 @@ TEST_DEPS = [
     "zstandard>=0.22",
     # the PKCS#11 signer plugin of tests/test_pkcs11_signer.py (SoftHSM2: .ci/run)
     "python-pkcs11>=0.7",
+    # tests/test_docs_build.py builds the documentation (it skipped in CI without it)
+    "sphinx>=7",
     *FUZZ_DEPS,
 ]
 CHECK_DEPS = ["mypy>=1.10", "types-psutil", "import-linter>=2.0"]
