@@ -44,7 +44,7 @@ class HubPlugin:
             TransportSpec(
                 "memory", factory, api=TRANSPORT_API, backends={"asyncio", "trio"},
                 schemes={"memory"},
-            )  # fmt: skip
+            )
         ]
 
 
@@ -106,7 +106,7 @@ async def test_an_announcement_wakes_the_agent_and_a_forged_one_does_not(tmp_pat
     ) as origin:
         tg.start_soon(lambda: run_agent(world.node, plugins=plugins))
         with anyio.fail_after(30):
-            while current(world.node) != "1.0.0":  # the start-up check installs 1.0.0
+            while current(world.node) != "1.0.0":  # the start-up check installs 1.0.0  # noqa: ASYNC110 - a test polls what another task does
                 await anyio.sleep(0.05)
         assert (await last_check(world.node))["trigger"] == "start"
 
@@ -121,12 +121,12 @@ async def test_an_announcement_wakes_the_agent_and_a_forged_one_does_not(tmp_pat
         # the genuine one: the agent checks at once (its poll interval is an hour)
         await origin.announce("announcement", good)
         with anyio.fail_after(30):
-            while current(world.node) != "1.1.0":
+            while current(world.node) != "1.1.0":  # noqa: ASYNC110 - a test polls what another task does
                 await anyio.sleep(0.05)
         check = await last_check(world.node)
         assert check["trigger"] == "announce" and check["index_version"] == 3
 
         with anyio.fail_after(30):  # its signed status reaches the peers
-            while not any(s.current_version == "1.1.0" for s in statuses):
+            while not any(s.current_version == "1.1.0" for s in statuses):  # noqa: ASYNC110 - a test polls what another task does
                 await anyio.sleep(0.05)
         tg.cancel_scope.cancel()

@@ -89,13 +89,13 @@ async def test_the_origin_seeds_each_release_and_announces_each_new_index(tmp_pa
     ):
         tg.start_soon(origin)
         with anyio.fail_after(20):
-            while not any(m.kind == "announcement" for m in heard):
+            while not any(m.kind == "announcement" for m in heard):  # noqa: ASYNC110 - a test polls what another task does
                 await anyio.sleep(0.05)
         assert lines[0].startswith("http://127.0.0.1:")
         assert first in store.values()  # the published blob went to the publishing transport
         publish(repo, key, tmp_path, "1.1.0")  # another process publishes
         with anyio.fail_after(20):
-            while len([m for m in heard if m.kind == "announcement"]) < 2:
+            while len([m for m in heard if m.kind == "announcement"]) < 2:  # noqa: ASYNC110 - a test polls what another task does
                 await anyio.sleep(0.05)
         tg.cancel_scope.cancel()
     versions = [
@@ -117,7 +117,7 @@ async def test_without_the_index_key_the_origin_announces_nothing(tmp_path: Path
     data = publish(repo, key, tmp_path, "1.0.0")
     hub, store = MemoryHub(), {}
     heard: list[PeerMessage] = []
-    lines, origin = await serve(repo.path, hub, store)
+    _lines, origin = await serve(repo.path, hub, store)
     async with (
         anyio.create_task_group() as tg,
         MemoryTransport(
@@ -126,7 +126,7 @@ async def test_without_the_index_key_the_origin_announces_nothing(tmp_path: Path
     ):
         tg.start_soon(origin)
         with anyio.fail_after(20):
-            while data not in store.values():
+            while data not in store.values():  # noqa: ASYNC110 - a test polls what another task does
                 await anyio.sleep(0.05)
         await anyio.sleep(0.5)
         tg.cancel_scope.cancel()

@@ -312,7 +312,7 @@ class Host:
                 finally:
                     with anyio.CancelScope(shield=True):
                         await self._wind_down()
-        except Exception as exc:  # reported to every acquirer (and logged)
+        except Exception as exc:  # noqa: BLE001 - reported to every acquirer (and logged)
             self.error = exc
             log.warning("bittorrent: the session stopped: %s: %s", type(exc).__name__, exc)
         finally:

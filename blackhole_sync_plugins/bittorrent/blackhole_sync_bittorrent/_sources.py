@@ -88,7 +88,7 @@ def _ssl_context(tls: Mapping[str, str]) -> ssl.SSLContext:
 
 def _read_url(url: str, cap: int, tls: Mapping[str, str]) -> bytes | None:
     """The body at ``url`` (None: 404/410), at most ``cap`` + 1 bytes read (blocking)."""
-    request = urllib.request.Request(url, headers={"User-Agent": "blackhole-sync-bittorrent"})
+    request = urllib.request.Request(url, headers={"User-Agent": "blackhole-sync-bittorrent"})  # noqa: S310 - the node's http(s) sources only
     context = _ssl_context(tls) if url.lower().startswith("https:") else None
     try:
         with urllib.request.urlopen(request, timeout=TORRENT_TIMEOUT, context=context) as reply:  # noqa: S310 - http(s) only
