@@ -385,3 +385,43 @@ async def test_node_status_warns_of_deprecations_and_network_status_counts_versi
 
 
 pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.mark.anyio
+async def test_a_listed_plan_that_does_not_verify_holds_its_release_back_until_it_does(
+    tmp_path: Path,
+) -> None:
+    """Fail closed: a source serving other bytes for the release's rollout plan (or none) must
+    not turn a phased release into an everyone-now release."""
+    world = CoordWorld(tmp_path)
+    world.publish("1.0.0")
+    digest = world.publish("1.1.0")
+    nodes = [world.node(f"n{i}") for i in range(2)]
+    world.validators(nodes)
+    for node in nodes:
+        await update(node, "1.0.0")
+    ids = {n: CoordWorld.node_id(n) for n in nodes}
+    salt = next(
+        f"s{i}" for i in range(1000)
+        if [node_position(ids[n], digest, f"s{i}") < 5000 for n in nodes] == [True, False]
+    )  # fmt: skip
+    world.plan("1.1.0", [("half", 5000, 3600), ("all", 10_000, 3600)], salt, 5000)
+    plan_file = world.repo.path / "governance" / "rollouts" / "1.1.0.json"
+    good = plan_file.read_bytes()
+    for lie in (b"", good.replace(b'"half"', b'"hal"'), b"{}"):
+        plan_file.write_bytes(lie)
+        for node in nodes:
+            result = await manager_do(node, lambda m: m.sync_with_network())
+            assert result.installed is None
+            assert current(node) == "1.0.0"
+
+            async def status(m: UpdateManager) -> Any:
+                return m.coordination_status()
+
+            refused = (await manager_do(node, status))["coordination"]["refused"]
+            assert "governance/rollouts/1.1.0.json" in refused
+    # the real plan back: the first phase's node installs, the other still waits its phase
+    plan_file.write_bytes(good)
+    for node in nodes:
+        await manager_do(node, lambda m: m.sync_with_network())
+    assert [current(n) for n in nodes] == ["1.1.0", "1.0.0"]

@@ -39,6 +39,7 @@ from ..documents import (
     PrivateKey,
     Root,
     Vote,
+    coordination_relpath,
     format_time,
     parse_time,
 )
@@ -62,6 +63,7 @@ REVOTE_FIRST = 5.0
 REVOTE_MAX = 300.0
 
 _PREFIX = "coordination:"
+_PROPOSALS_DIR = coordination_relpath("proposal", "x")[: -len("x.json")]
 
 
 class CoordinationStore(Protocol):
@@ -374,6 +376,9 @@ class Coordinator:
         On a network with a validator set, a protocol release (``update_type``) that no
         activation proposal names waits for one: the agent never switches protocols alone."""
         now = self.clock()
+        unverified = self._unverified_gate(version)
+        if unverified is not None:
+            return unverified
         tracker = self.proposal_for(version)
         coordinated = self.docs.validators is not None or (
             "governance/validators.json" in self.docs.refused
@@ -403,6 +408,21 @@ class Coordinator:
             decision = rollout.decide(self.node_id, now)
             if not decision.may_install:
                 return Gate("wait", decision.reason, decision.opens)
+        return None
+
+    def _unverified_gate(self, version: str) -> Gate | None:
+        """Fail closed on what the trusted index lists but this node could not verify yet
+        (not fetched, wrong bytes, bad signatures, expired): the release's rollout plan or
+        halt, or any activation proposal (it may name this release). The release waits; the
+        next check fetches the document again."""
+        refused = self.docs.refused
+        for kind in ("rollout", "halt"):
+            why = refused.get(coordination_relpath(kind, version))
+            if why is not None:
+                return Gate("wait", f"its {kind} document is listed but not verified: {why}")
+        for relpath, why in sorted(refused.items()):
+            if relpath.startswith(_PROPOSALS_DIR):
+                return Gate("wait", f"proposal {relpath} is listed but not verified: {why}")
         return None
 
     def consensus_for(self, version: str) -> bool | None:

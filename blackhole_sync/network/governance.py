@@ -6,7 +6,9 @@ when all of these hold, in python-tuf's order: the bytes are exactly the listed 
 signatures meet the signing role's threshold under the trusted root (governance; release for a
 downgrade); the document parses strictly; it has not expired at the reference time; and it
 names this node's network where it names one. A listed document that fails any check is left
-out (and logged): one bad document never stops the others, nor the update itself.
+out (and logged) and recorded in ``refused``: one bad document never stops the others, and the
+coordinator fails closed on it -- a release whose rollout plan or halt, or any activation
+proposal, is listed but unverified waits until it verifies (fetched again at each check).
 
 :func:`verify_coordination` is the pure check; :func:`refresh_coordination` fetches what the
 trusted index lists that the node does not already hold (``trust/coordination/``, saved after
