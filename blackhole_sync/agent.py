@@ -209,15 +209,19 @@ async def _listen(peers: PeerNetwork, node_dir: Path, wake: _Wake) -> None:
 
 
 async def seed_kept_blobs(peers: PeerNetwork, node_dir: Path) -> list[str]:
-    """Offer the node's kept transfer blobs (``NODE/blobs``) over the peer transports that seed
-    (IPFS pins them; the blobs of pruned versions are unpinned); the transports that took it.
+    """Offer the node's kept transfer blobs (``NODE/blobs``) and the installed artifacts that
+    travel as they are installed (:func:`~blackhole_sync.node.installed_blobs`: a node that
+    built its copy from a delta patch serves the whole artifact too) over the peer transports
+    that seed (IPFS pins them; the blobs of pruned versions are unpinned); the transports that
+    took it.
 
     Called after every cycle: pins follow installs and prunes, whichever command did them.
     """
-    from .node import NodeLayout, kept_blobs
+    from .node import NodeLayout, installed_blobs, kept_blobs
 
     layout = NodeLayout(node_dir)
-    blobs = {sha256: layout.blob(sha256) for sha256 in kept_blobs(layout)}
+    blobs = await anyio.to_thread.run_sync(installed_blobs, layout)
+    blobs.update({sha256: layout.blob(sha256) for sha256 in kept_blobs(layout)})
     return await peers.seed(blobs)
 
 

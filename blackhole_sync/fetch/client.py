@@ -230,6 +230,7 @@ class RepositoryClient:
         *,
         limits: ClientLimits | None = None,
         progress: Callable[[ProgressEvent], None] | None = None,
+        peers_first: bool = False,
     ) -> None:
         if not sources:
             raise ConfigurationError("the node has no sources configured")
@@ -237,6 +238,8 @@ class RepositoryClient:
         self.pool = pool
         self.limits = limits or ClientLimits()
         self.progress = progress
+        #: blob locators of peer transports (a manifest's ``cid`` ...) before the sources
+        self.peers_first = peers_first
         self.stats = FetchStats()
         self._parallel_received = 0
 
@@ -368,6 +371,10 @@ class RepositoryClient:
     def blob_candidates(
         self, meta: MetaFile, extra: Iterable[Mapping[str, str]] = ()
     ) -> list[tuple[Transport, Locator]]:
+        """Where to fetch ``meta`` from, in the order to try: a swarm that falls back to the
+        sources itself (``before_sources``), then the node's sources, then the other locators
+        the signed manifest names (``extra``) -- or those before the sources when
+        :attr:`peers_first`. Every candidate's bytes are checked against ``meta`` alike."""
         out: list[tuple[Transport, Locator]] = []
         for source in self.sources:
             locator = Locator.url(join_url(source, f"blobs/{meta.sha256}"))
@@ -376,12 +383,16 @@ class RepositoryClient:
             except MissingPluginError as exc:
                 log.info("skipping source %s: %s", source, exc)
         first: list[tuple[Transport, Locator]] = []
+        peers: list[tuple[Transport, Locator]] = []
         for item in extra:
             locator = Locator(item["kind"], item["value"])
             if self.pool.handles(locator):
                 candidate = (self.pool.for_locator(locator), locator)
-                (first if self.pool.before_sources(locator) else out).append(candidate)
-        return first + out
+                if self.pool.before_sources(locator):
+                    first.append(candidate)
+                else:
+                    peers.append(candidate)
+        return first + peers + out if self.peers_first else first + out + peers
 
     async def fetch_blob(
         self,

@@ -242,7 +242,11 @@ class ManagerBase:
     def _client(self) -> RepositoryClient:
         assert self._pool is not None
         return RepositoryClient(
-            self.config.sources, self._pool, limits=ClientLimits(), progress=self._on_progress
+            self.config.sources,
+            self._pool,
+            limits=ClientLimits(),
+            progress=self._on_progress,
+            peers_first=self.config.peers_first,
         )
 
     def _on_progress(self, event: ProgressEvent) -> None:

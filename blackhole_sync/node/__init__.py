@@ -89,6 +89,7 @@ _EXPORTS: dict[str, str] = {
     "default_config_text": "config",
     "dumps_toml": "config",
     "find_regressions": "regression",
+    "installed_blobs": "blobs",
     "is_sqlite_file": "rollback",
     "keep_blob": "blobs",
     "kept_blobs": "blobs",
@@ -126,6 +127,7 @@ if TYPE_CHECKING:  # static names for type checkers
     from .blobs import (
         KEEP_VERSIONS as KEEP_VERSIONS,
         blob_digests as blob_digests,
+        installed_blobs as installed_blobs,
         keep_blob as keep_blob,
         kept_blobs as kept_blobs,
         prune_blobs as prune_blobs,

@@ -20,7 +20,14 @@ from .._fsutil import copy_file
 from ..documents import ReleaseManifest
 from .layout import NodeLayout
 
-__all__ = ["KEEP_VERSIONS", "blob_digests", "keep_blob", "kept_blobs", "prune_blobs"]
+__all__ = [
+    "KEEP_VERSIONS",
+    "blob_digests",
+    "installed_blobs",
+    "keep_blob",
+    "kept_blobs",
+    "prune_blobs",
+]
 
 #: Versions whose transfer blobs a node keeps: the current one and the one before it.
 KEEP_VERSIONS = 2
@@ -60,6 +67,33 @@ def kept_blobs(layout: NodeLayout) -> list[str]:
     if not layout.blobs_dir.is_dir():
         return []
     return sorted(p.name for p in layout.blobs_dir.iterdir() if not p.name.startswith("."))
+
+
+def installed_blobs(layout: NodeLayout) -> dict[str, Path]:
+    """sha256 -> installed file, for the artifacts of the installed versions that travel as
+    they are installed (not compressed, encrypted nor unpacked): the blob a peer asks for is
+    that file, so a node can offer it without keeping a second copy. A file whose length is
+    not the signed one is left out; a seeding transport hashes each file before offering it,
+    so one changed since its install is refused there."""
+    from ..errors import BlackholeSyncError
+    from .truststore import TrustStore
+
+    out: dict[str, Path] = {}
+    trust = TrustStore(layout)
+    with contextlib.suppress(OSError):
+        for version_dir in sorted(layout.versions_dir.iterdir()):
+            try:
+                manifest = trust.manifest(version_dir.name).manifest
+            except (BlackholeSyncError, OSError):
+                continue  # not a version this node verified (a leftover, a staging name)
+            for artifact in manifest.artifacts:
+                if artifact.transfer or artifact.encryption or artifact.unpack:
+                    continue
+                path = version_dir / artifact.name
+                with contextlib.suppress(OSError):
+                    if not path.is_symlink() and path.stat().st_size == artifact.length:
+                        out.setdefault(artifact.sha256, path)
+    return out
 
 
 def prune_blobs(layout: NodeLayout, keep: Iterable[str]) -> list[str]:

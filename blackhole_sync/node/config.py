@@ -22,6 +22,7 @@ Layout (every key optional except ``sources``; durations are whole seconds)::
     check_interval = 3600         # seconds between checks by `node run`
     bandwidth_limit = 0           # bytes per second, 0 = unlimited
     deltas = true                 # fetch delta patches when possible
+    peers_first = false           # peer transports (IPFS CIDs, ...) before the sources
     delta_memory_budget = 1073741824  # bytes: a patch needing more to apply -> full download
     keep_versions = 3             # installed versions kept by pruning
 
@@ -254,6 +255,7 @@ class NodeConfig:
     bandwidth_limit: int = 0
     deltas: bool = True
     keep_versions: int = 3
+    peers_first: bool = False
     node: NodeAttributes = field(factory=NodeAttributes)
     policy: UpdatePolicy = field(factory=UpdatePolicy)
     commands: Commands = field(factory=Commands)
@@ -388,6 +390,7 @@ class NodeConfig:
         check_interval = top.integer("check_interval", 3600, minimum=1)
         bandwidth_limit = top.integer("bandwidth_limit", 0)
         deltas = top.boolean("deltas", True)
+        peers_first = top.boolean("peers_first", False)
         delta_memory_budget = top.integer(
             "delta_memory_budget", DEFAULT_DELTA_MEMORY_BUDGET, minimum=0
         )
@@ -551,6 +554,7 @@ class NodeConfig:
             bandwidth_limit=bandwidth_limit,
             deltas=deltas,
             keep_versions=keep_versions,
+            peers_first=peers_first,
             node=node,
             policy=policy,
             commands=commands,
@@ -578,6 +582,7 @@ class NodeConfig:
             "check_interval": self.check_interval,
             "bandwidth_limit": self.bandwidth_limit,
             "deltas": self.deltas,
+            "peers_first": self.peers_first,
             "delta_memory_budget": self.delta_memory_budget,
             "keep_versions": self.keep_versions,
             "node": {
@@ -786,6 +791,9 @@ check_interval = {cfg.check_interval}
 bandwidth_limit = {cfg.bandwidth_limit}
 # Fetch delta patches instead of whole artifacts when possible.
 deltas = {v(cfg.deltas)}
+# true: try the peer transports a signed manifest names (IPFS CIDs, ...) before the sources
+# above, sparing the origin; a swarm with web seeds (BitTorrent) goes first either way.
+peers_first = {v(cfg.peers_first)}
 # Most memory (bytes) applying one delta patch may take; above it the node downloads the
 # artifact whole (and says so in its log and the update's report).
 delta_memory_budget = {cfg.delta_memory_budget}

@@ -250,9 +250,9 @@ class BittorrentTransport(BaseTransport):
         return [Locator("btih", torrent.btih), Locator("btmh", torrent.btmh)]
 
     async def seed(self, blobs: Mapping[str, Path]) -> None:
-        """Seed exactly ``blobs`` (sha256 -> verified file in ``NODE/blobs``) as the seeding
-        policy allows; stop seeding what an earlier call offered and ``blobs`` lacks. Every
-        blob is tried; a failure is raised at the end."""
+        """Seed exactly ``blobs`` (sha256 -> a node's kept blob or installed artifact, read
+        only) as the seeding policy allows; stop seeding what an earlier call offered and
+        ``blobs`` lacks. Every blob is tried; a failure is raised at the end."""
         host = await self._ready()
         problems = await host.offer({sha: Path(p) for sha, p in blobs.items()})
         if problems:

@@ -74,7 +74,7 @@ from blackhole_sync.fetch import (
 
 from ._api import IpfsBackend
 from ._cid import Cid, CidError, cid_of_file
-from ._config import EmbeddedConfig, derive_seed
+from ._config import EmbeddedConfig, derive_seed, kubo_identity
 from ._errors import (
     BackendUnavailableError,
     FetchTimeoutError,
@@ -94,6 +94,7 @@ __all__ = [
     "CidUnavailableError",
     "IpfsTransport",
     "kind_of_topic",
+    "peer_id_for",
     "topic_for",
 ]
 
@@ -105,6 +106,16 @@ SEED_RECORD = "blackhole-seeded.json"
 BOOTSTRAP_RETRY = 5.0
 _HASH_BLOCK = 1024 * 1024
 _KIND = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
+
+
+#: What a node's identity seed is stretched with to give its embedded Kubo node's key.
+_PEER_IDENTITY = "ipfs-peer-identity"
+
+
+def peer_id_for(identity_seed: bytes) -> str:
+    """The peer id the embedded node of a node whose identity key has this 32-byte seed runs
+    under (the ``identity_key`` option): peers can be told ``/ip4/.../p2p/<id>`` in advance."""
+    return kubo_identity(derive_seed(identity_seed, _PEER_IDENTITY)).peer_id
 
 
 def topic_for(network: str, kind: str) -> str:
@@ -276,7 +287,7 @@ class IpfsTransport(BaseTransport):
             fsync=s.fsync,
             prefetch=s.prefetch,
             max_pending_blocks=max(256, 2 * s.prefetch),
-            identity_seed=None if seed is None else derive_seed(seed, "ipfs-peer-identity"),
+            identity_seed=None if seed is None else derive_seed(seed, _PEER_IDENTITY),
             log_dir=repo,
         )
 

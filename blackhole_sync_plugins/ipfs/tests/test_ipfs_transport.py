@@ -20,6 +20,7 @@ import io
 import json
 import os
 import random
+import sqlite3
 import subprocess
 import sys
 import time
@@ -474,6 +475,51 @@ async def test_pins_follow_install_and_prune(net: Net, tmp_path: Path) -> None:
     assert {seen[sha] for sha in kept_blobs(layout)} <= pins
 
 
+async def test_a_node_that_built_an_artifact_from_a_patch_pins_the_whole_artifact_too(
+    net: Net, tmp_path: Path
+) -> None:
+    """An incompressible artifact travels as it is installed: a node that built 2.0.0 from a
+    delta patch offers the installed file itself (its CID is the one the manifest signs), so
+    a peer that needs the whole artifact finds it on IPFS; a file changed since its install
+    is hashed, refused and not pinned."""
+    repo, key = new_repo(tmp_path)
+    base = random.Random(21).randbytes(600_000)
+    plugins = make_plugin_manager(load_entrypoints=True, block=["gossip", "bittorrent"])
+    release(repo, key, tmp_path, "1.0.0", base, plugins=plugins)
+    changed = base[:1000] + b"2.0.0" + base[1005:]
+    src = tmp_path / "2.0.0" / "service"
+    src.parent.mkdir(parents=True)
+    src.write_bytes(changed)
+    manifest = repo.build_release("2.0.0", [src], delta_from=["1.0.0"], plugins=plugins)
+    repo.sign_release("2.0.0", key)
+    repo.publish_release("2.0.0", key)
+    (artifact,) = manifest.artifacts
+    assert artifact.transfer is None and manifest.deltas  # travels as is; a patch exists
+    assert {"kind": "cid", "value": cid_of_bytes(changed)} in artifact.locators
+    node = tmp_path / "node"
+    init_node(node, root_bytes=repo.root_bytes(), sources=[str(repo.path)])
+    for version in ("1.0.0", "2.0.0"):
+        async with UpdateManager(node, plugins=make_plugin_manager()) as manager:
+            result = await manager.update(version)
+    assert result.method == "delta"
+    # the 1.0.0 file changed behind the node's back (same length): hashed, refused, not pinned
+    old = node / "versions" / "1.0.0" / "service"
+    old.chmod(0o644)
+    old.write_bytes(b"x" * len(base))
+    assert await net.b.call("seed_node", node=str(node)) == []  # the failure is reported
+    pinned = await net.b.call("pinned")
+    assert hashlib.sha256(base).hexdigest() not in pinned
+    assert pinned[artifact.sha256] == cid_of_bytes(changed)
+    assert pinned[manifest.deltas[0].patch.sha256]  # the kept patch too
+    # b serves the whole artifact: a fetch by the signed CID verifies
+    await net.a.call("connect", addr=ipfs_address(net.b))
+    got = await net.a.call(
+        "fetch", kind="cid", value=pinned[artifact.sha256], max_length=artifact.length,
+        expected_sha256=artifact.sha256,
+    )  # fmt: skip
+    assert got["verified"], got
+
+
 async def test_a_node_installs_a_release_whose_artifact_only_ipfs_serves(
     net: Net, tmp_path: Path
 ) -> None:
@@ -517,14 +563,36 @@ async def test_a_node_installs_a_release_whose_artifact_only_ipfs_serves(
                 break
         else:
             raise AssertionError(f"the origin does not serve {cid}: {got['failure']}")
-        blob_file.unlink()  # from now on only IPFS has the artifact
-        node = tmp_path / "node"
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
                 [sys.executable, "-m", "blackhole_sync", *args],
                 cwd=cwd, capture_output=True, text=True, timeout=180, check=False,
             )  # fmt: skip
+
+        # peers_first: with the blob still on HTTP, a node told to try peers first takes it
+        # from IPFS (the signed CID), every byte of it
+        eager = tmp_path / "eager"
+        init_node(eager, root_bytes=repo.root_bytes(), sources=[url])
+        config = (eager / "config.toml").read_text()
+        for old, new in (
+            ("loopback_only = false", "loopback_only = true"),
+            ("block = []", 'block = ["gossip", "bittorrent"]'),
+            ("peers_first = false", "peers_first = true"),
+        ):
+            assert old in config
+            config = config.replace(old, new)
+        config += f"\n[ipfs]\nbootstrap = [{json.dumps(origin_ipfs)}]\nfetch_timeout = 20\n"
+        (eager / "config.toml").write_text(config)
+        done = await anyio.to_thread.run_sync(lambda: cli("node", "update", str(eager)))
+        assert done.returncode == 0, done.stderr + done.stdout
+        with sqlite3.connect(eager / "state.db") as db:
+            (raw,) = db.execute("SELECT value FROM meta WHERE key='last_update_metrics'").fetchone()
+        by_source = json.loads(raw)["download"]["bytes_by_source"]
+        assert by_source == {f"cid:{cid}": artifact.blob.length}, by_source
+
+        blob_file.unlink()  # from now on only IPFS has the artifact
+        node = tmp_path / "node"
 
         init_node(node, root_bytes=repo.root_bytes(), sources=[url, "ipfs://"])
         config = (node / "config.toml").read_text()
