@@ -239,3 +239,50 @@ def test_version_ordering_is_total(a: str, b: str, c: str) -> None:
 @given(core, prerelease)
 def test_prerelease_sorts_before_its_release(release: str, pre: str) -> None:
     assert compare_versions(f"{release}-{pre}", release) is VersionComparison.OLDER
+
+
+_VOTE_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-2, max_value=2**64),
+    st.sampled_from(["a" * 64, "A" * 64, "g" * 64, "blackhole", "Bad Net", "", "x" * 129,
+                     "2026-12-01T00:00:00Z", "2026-13-01T00:00:00Z", "vote", "health"]),
+    st.lists(st.integers(), max_size=2),
+)  # fmt: skip
+
+
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(["_type", "node_id", "network_id", "seq", "expires", "proposal",
+                         "release_digest", "support", "extra_field"]),
+        _VOTE_VALUES, max_size=3,
+    ),
+    dropped=st.sets(st.sampled_from(["node_id", "seq", "support"]), max_size=1),
+)  # fmt: skip
+@settings(max_examples=400, deadline=None)
+def test_the_votes_fast_path_accepts_only_what_the_full_parser_accepts_alike(
+    changes: dict[str, Any], dropped: set[str]
+) -> None:
+    """The tally's accept-only fast path (``_plain_vote``) never accepts what the full parser
+    refuses, and what it accepts is the same Vote."""
+    from blackhole_sync.documents import Vote, node_documents
+
+    obj: dict[str, Any] = {
+        "_type": "vote", "node_id": "ab" * 32, "network_id": "blackhole", "seq": 7,
+        "expires": "2027-01-01T00:00:00Z", "proposal": "protocol-8",
+        "release_digest": "cd" * 32, "support": True,
+    }  # fmt: skip
+    obj.update(changes)
+    for key in dropped:
+        obj.pop(key, None)
+    fast = node_documents._plain_vote(dict(obj))
+    original = node_documents._plain_vote
+    node_documents._plain_vote = lambda _obj: None  # the full parser alone
+    try:
+        full: Vote | FormatError = Vote.from_dict(dict(obj))
+    except FormatError as exc:
+        full = exc
+    finally:
+        node_documents._plain_vote = original
+    if fast is not None:
+        assert fast == full
+    if not changes and not dropped:
+        assert fast is not None  # the plain shape takes the fast path

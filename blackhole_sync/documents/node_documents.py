@@ -14,7 +14,19 @@ from typing import Any, ClassVar
 
 from attrs import field, frozen
 
-from .fields import _channel_name, _drop_unset, _keyid, _Reader, format_time, parse_version
+from ..errors import FormatError
+from .canonical import MAX_INT
+from .fields import (
+    _HEX64,
+    _NAME_RE,
+    _channel_name,
+    _drop_unset,
+    _keyid,
+    _Reader,
+    format_time,
+    parse_time,
+    parse_version,
+)
 from .signing import PublicKey
 
 __all__ = ["HealthReport", "NodeStatusDoc", "Vote"]
@@ -52,6 +64,9 @@ class Vote:
 
     @classmethod
     def from_dict(cls, obj: Any, where: str = "vote") -> Vote:
+        plain = _plain_vote(obj)
+        if plain is not None:
+            return plain
         r = _Reader(obj, where)
         r.const("_type", cls.TYPE)
         node_id, network_id, seq, expires = _node_fields(r)
@@ -73,6 +88,42 @@ class Vote:
             "release_digest": self.release_digest,
             "support": self.support,
         }
+
+
+_VOTE_FIELDS = frozenset(
+    {"_type", "node_id", "network_id", "seq", "expires", "proposal", "release_digest", "support"}
+)
+
+
+def _plain_vote(obj: Any) -> Vote | None:
+    """:meth:`Vote.from_dict` for a vote of exactly the known fields, plainly valid: the same
+    checks, accept-only (a tally parses thousands). Any doubt returns None and the full
+    parser decides, with its exact errors."""
+    if type(obj) is not dict or obj.keys() != _VOTE_FIELDS or obj["_type"] != Vote.TYPE:
+        return None
+    node_id, network_id, seq = obj["node_id"], obj["network_id"], obj["seq"]
+    expires, proposal, digest = obj["expires"], obj["proposal"], obj["release_digest"]
+    support = obj["support"]
+    if (
+        type(node_id) is not str
+        or _HEX64.match(node_id) is None
+        or type(network_id) is not str
+        or _NAME_RE.match(network_id) is None
+        or type(seq) is not int
+        or not 0 <= seq <= MAX_INT
+        or type(expires) is not str
+        or type(proposal) is not str
+        or len(proposal) > 128
+        or type(digest) is not str
+        or _HEX64.match(digest) is None
+        or type(support) is not bool
+    ):
+        return None
+    try:
+        when = parse_time(expires)
+    except FormatError:
+        return None
+    return Vote(node_id, network_id, seq, when, proposal, digest, support, {})
 
 
 @frozen
