@@ -173,7 +173,8 @@ def bench(session: nox.Session) -> None:
 
 @nox.session
 def demo(session: nox.Session) -> None:
-    """The main job: an origin and node agents on 127.0.0.1 (gossip, BitTorrent) playing the
-    design's story: swarm release, phased delta, halted bad release, protocol activation."""
+    """The main job: an origin and node agents on 127.0.0.1 (gossip, BitTorrent, IPFS)
+    playing the design's story: swarm release, phased delta, halted bad release, protocol
+    activation, a returning node catching up over IPFS."""
     install_project(session)
     session.run("blackhole-sync", "demo", *session.posargs)
