@@ -163,39 +163,18 @@ def _plain_tree(obj: Any, level: int) -> bool:
     return True
 
 
-_SIGNED_KEY = b'],"signed":'
-_HEXDIGITS = frozenset("0123456789abcdef")
-
-
-def _plain_signatures(signatures: list[Any]) -> bool:
-    """True when every entry is ``{"keyid": hex, "sig": hex}`` and nothing else, so that the
-    canonical text of the list holds no ``]`` but its last byte."""
-    for entry in signatures:
-        if type(entry) is not dict or len(entry) != 2:
-            return False
-        kid = entry.get("keyid")
-        sig = entry.get("sig")
-        if type(kid) is not str or type(sig) is not str or not _HEXDIGITS.issuperset(kid + sig):
-            return False
-    return True
-
-
 def _canonical_envelope(data: bytes) -> tuple[dict[str, Any], bytes] | None:
     """Parse an envelope that is already in canonical form, as every writer here produces it:
     ``{"signatures":[...],"signed":{...}}`` byte for byte. Returns the parsed object and the
-    canonical bytes of ``signed`` (a slice of ``data``), or None when the strict parser must
-    decide.
+    canonical bytes of ``signed``, or None when the strict parser must decide.
 
     Why this is as strict as :func:`strict_loads`: the document is accepted only if it equals
     the canonical encoding of what was parsed. That encoding writes each key of each object
     once (dict keys are unique, and distinct strings encode to distinct text), so a document
     equal to it holds no duplicate key; it is UTF-8 without a BOM; it has no lone surrogate
     (encoding would fail). Floats and NaN/Infinity raise while parsing; integers and depth are
-    checked by :func:`_plain_tree`. The signatures are plain hex (:func:`_plain_signatures`),
-    so the first ``],"signed":`` ends their list and what follows, up to the closing brace,
-    is exactly the canonical encoding of ``signed``. Any failure or doubt returns None, never
-    an error, so the strict path names every refusal exactly as before. The caller has
-    applied the size cap.
+    checked by :func:`_plain_tree`. Any failure or doubt returns None, never an error, so the
+    strict path names every refusal exactly as before. The caller has applied the size cap.
     """
     try:
         text = data.decode("utf-8")
@@ -208,16 +187,13 @@ def _canonical_envelope(data: bytes) -> tuple[dict[str, Any], bytes] | None:
     signatures = obj.get("signatures")
     if type(signed) is not dict or type(signatures) is not list:
         return None
-    if not _plain_signatures(signatures):
-        return None
     try:
-        if _CANONICAL_TREE.encode(obj) != text:  # equal text is equal UTF-8 bytes
-            return None
+        signed_bytes = _CANONICAL_TREE.encode(signed).encode("utf-8")
+        sigs_bytes = _CANONICAL_TREE.encode(signatures).encode("utf-8")
     except (ValueError, TypeError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return None
+    if data != b'{"signatures":' + sigs_bytes + b',"signed":' + signed_bytes + b"}":
         return None
     if not _plain_tree(obj, 0):
         return None
-    at = data.find(_SIGNED_KEY)
-    if at < 0:  # cannot happen for a canonical envelope; doubt goes to the strict path
-        return None
-    return obj, data[at + len(_SIGNED_KEY) : -1]
+    return obj, signed_bytes
