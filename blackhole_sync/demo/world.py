@@ -20,6 +20,7 @@ release, the offline node outside the first phase): the demo says which salt it 
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 import json
 import os
 import random
@@ -276,10 +277,11 @@ class World:
         init_node(path, root_bytes=self.repo.root_bytes(), sources=[url])
         from ..codecs import load_private_key
 
-        key = load_private_key(path / "identity.key").public_key
-        from blackhole_sync_ipfs.transport import peer_id_for
-
-        ipfs_id = peer_id_for(load_private_key(path / "identity.key").seed)
+        identity = load_private_key(path / "identity.key")
+        key = identity.public_key
+        # the IPFS plugin is its own distribution (the demo checks it is installed)
+        ipfs = importlib.import_module("blackhole_sync_ipfs.transport")
+        ipfs_id = str(ipfs.peer_id_for(identity.seed))
         node = DemoNode(
             name, path, key.hex, libp2p_peer_id(key), gossip_port, bt_port, ipfs_port, ipfs_id,
             offline,
