@@ -19,13 +19,17 @@ def lazy_exports(
     package: str, exports: Mapping[str, str], namespace: dict[str, Any]
 ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
     """``(__getattr__, __dir__)`` for ``package`` whose ``namespace`` is its ``globals()``:
-    ``exports`` maps each lazily exported name to its module, relative to ``package``."""
+    ``exports`` maps each lazily exported name to its module: a submodule of ``package``
+    (``"core"``), or a relative module name (``"..protocols"``)."""
 
     def __getattr__(name: str) -> Any:
         module = exports.get(name)
         if module is None:
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
-        value = getattr(importlib.import_module(f"{package}.{module}"), name)
+        if module.startswith("."):
+            value = getattr(importlib.import_module(module, package), name)
+        else:
+            value = getattr(importlib.import_module(f"{package}.{module}"), name)
         namespace[name] = value
         return value
 

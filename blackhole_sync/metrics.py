@@ -10,6 +10,8 @@ optional background task (:meth:`ResourceSampler.run`). :meth:`UpdateMetrics.sna
 returns a JSON-serialisable dict for ``node status --json`` and the update history.
 
 Progress is in basis points (10000 = done), speeds in bytes per second, times in seconds.
+psutil and anyio are imported when a sampler is made or run: reading the metrics a node saved
+(``node status``) loads neither.
 """
 
 from __future__ import annotations
@@ -18,14 +20,15 @@ import collections
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import anyio
-import psutil  # type: ignore[import-untyped, unused-ignore]
-from anyio.abc import TaskStatus
 from attrs import define, field, frozen
 
-from .fetch import Locator, ProgressEvent
+if TYPE_CHECKING:
+    import psutil  # type: ignore[import-untyped, unused-ignore]
+    from anyio.abc import TaskStatus
+
+    from .fetch import Locator, ProgressEvent
 
 __all__ = [
     "ArtifactProgress",
@@ -168,6 +171,8 @@ class ResourceUsage:
 
 
 def _io(proc: psutil.Process) -> tuple[int, int, int, int] | None:
+    import psutil  # loaded by the sampler already
+
     try:
         c = proc.io_counters()  # absent on macOS; may be denied in some containers
     except (AttributeError, psutil.Error, OSError, NotImplementedError):
@@ -190,6 +195,8 @@ class ResourceSampler:
     """
 
     def __init__(self, pid: int | None = None, *, clock: Clock = time.monotonic) -> None:
+        import psutil  # type: ignore[import-untyped, unused-ignore]
+
         self._proc = psutil.Process(pid)
         self._clock = clock
         self._running = False
@@ -271,17 +278,20 @@ class ResourceSampler:
         self,
         interval: float = 1.0,
         *,
-        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+        task_status: TaskStatus[None] | None = None,
     ) -> None:
         """Sample every ``interval`` seconds until cancelled (``tg.start(sampler.run)``).
 
         Starts the sampler if it is not running.
         """
+        import anyio
+
         if interval <= 0:
             raise ValueError("interval must be positive")
         if not self._running:
             self.start()
-        task_status.started()
+        if task_status is not None:
+            task_status.started()
         while True:
             await anyio.sleep(interval)
             self.sample()

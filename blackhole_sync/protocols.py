@@ -36,19 +36,19 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from attrs import field, frozen
 
-from .documents import (
-    CompatibilityInfo,
-    Migration,
-    ReleaseManifest,
-    VersionComparison,
-    VersionInfo,
-    format_time,
-)
-from .node import Decision, RollbackPoint, RollbackResult, StateBackup, UpdatePolicy
+if TYPE_CHECKING:  # annotations only: importing the protocols loads no node module
+    from .documents import (
+        CompatibilityInfo,
+        Migration,
+        ReleaseManifest,
+        VersionComparison,
+        VersionInfo,
+    )
+    from .node import Decision, RollbackPoint, RollbackResult, StateBackup, UpdatePolicy
 
 __all__ = [
     "RollbackManager",
@@ -89,6 +89,8 @@ class UpdateInfo:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        from .documents import format_time
+
         return {
             "version": self.version,
             "type": self.type,

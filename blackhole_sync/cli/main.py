@@ -12,12 +12,15 @@ several values is repeated. The whole contract, command by command, is ``docs/cl
 Each command group is a module that adds its own sub-parsers (``keys``, ``repo``, ``release``,
 ``serve``, ``node``, ``governance`` (and ``network``), ``plugins``, ``demo``); :mod:`~blackhole_sync.cli.common` holds what they
 share. Building the parser imports none of the library's layers: a command imports what it
-uses when it runs, so ``node status`` never loads the release builder.
+uses when it runs, so ``node status`` never loads the release builder. When the line names a
+group, only that group's module is imported and only its sub-parsers are built (a command's
+start-up cost is its own); ``--help`` without a group, or an unknown one, builds them all.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -28,7 +31,6 @@ from collections.abc import Sequence
 
 from .. import __version__, errors
 from ..errors import BlackholeSyncError, SecurityError
-from . import demo, governance, keys, node, plugins, release, repo, serve
 from .common import EXIT_FAILURE, EXIT_OK, EXIT_SECURITY, EXIT_USAGE, CliParser, UsageError
 
 __all__ = [
@@ -43,12 +45,27 @@ __all__ = [
     "scrub",
 ]
 
-#: The command groups, in the order ``--help`` lists them.
-GROUPS = (keys, repo, release, serve, node, governance, plugins, demo)
+#: The modules of the command groups (in this package), in the order ``--help`` lists them.
+GROUPS = ("keys", "repo", "release", "serve", "node", "governance", "plugins", "demo")
+
+#: Each command word (``blackhole-sync WORD ...``) -> the group module that adds its parsers.
+GROUP_OF_COMMAND = {
+    "key": "keys",
+    "repo": "repo",
+    "release": "release",
+    "serve": "serve",
+    "node": "node",
+    "governance": "governance",
+    "network": "governance",
+    "plugins": "plugins",
+    "demo": "demo",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line: the global flags, then each group's sub-parsers."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line: the global flags, then each group's sub-parsers; with ``command``
+    (a key of :data:`GROUP_OF_COMMAND`), only the sub-parsers of the group that runs it, so
+    that a command imports no other group's module."""
     parser = CliParser(
         prog="blackhole-sync",
         description="Signed, atomic, peer-to-peer updates for Blackhole nodes.",
@@ -56,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("--version", action="version", version=f"blackhole-sync {__version__}")
     sub = parser.add_subparsers(dest="group", required=True, parser_class=CliParser)
-    for group in GROUPS:
-        group.add_parsers(sub)
+    group = GROUP_OF_COMMAND.get(command or "")
+    for name in GROUPS if group is None else (group,):
+        importlib.import_module(f"{__package__}.{name}").add_parsers(sub)
     return parser
 
 
@@ -196,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if not debug:
         logging.getLogger().setLevel(logging.ERROR)
-    parser = build_parser()
+    parser = build_parser(args_list[0] if args_list else None)
     try:
         args = parser.parse_args(args_list)
         code: int = args.func(args)

@@ -2,8 +2,9 @@
 
 Every command opens the node through :class:`~blackhole_sync.manager.UpdateManager`. Commands
 that only read or change local state (``status``, ``history``, ``verify``, ``prune``,
-``confirm``, ``defer``) open it with the built-in plugins only: they fetch nothing and run no
-hooks, so third-party transports (and their network stacks) are not even imported.
+``confirm``, ``defer``) open it with the built-in plugins only and without an event loop
+(``with``, not ``async with``): they fetch nothing and run no hooks, so neither third-party
+transports (and their network stacks) nor anyio and asyncio are even imported.
 """
 
 from __future__ import annotations
@@ -60,11 +61,9 @@ _T = TypeVar("_T")
 def _with_manager(
     args: argparse.Namespace,
     work: Callable[[UpdateManager], Awaitable[_T]],
-    *,
-    local: bool = False,
     **options: Any,
 ) -> _T:
-    """Open the node's manager, run ``work`` with it, close it; ``local``: built-in plugins.
+    """Open the node's manager, run ``work`` with it, close it.
 
     Downloads show their progress on stderr when it is a terminal (never with ``--json``)."""
     import anyio
@@ -72,10 +71,6 @@ def _with_manager(
     from ..manager import UpdateManager
 
     node = _node_dir(args)
-    if local:
-        from ..fetch import make_plugin_manager
-
-        options["plugins"] = make_plugin_manager(load_entrypoints=False)
     progress = download_progress(args)
 
     async def run() -> _T:
@@ -87,6 +82,20 @@ def _with_manager(
     finally:
         if progress is not None:
             progress.close()
+
+
+def _with_local_manager(
+    args: argparse.Namespace, work: Callable[[UpdateManager], _T], **options: Any
+) -> _T:
+    """Open the node's manager for its local state only (built-in plugins, no transports, no
+    event loop), run ``work`` with it, close it."""
+    from ..fetch import make_plugin_manager
+    from ..manager import UpdateManager
+
+    node = _node_dir(args)
+    plugins = make_plugin_manager(load_entrypoints=False)
+    with UpdateManager(node, plugins=plugins, **options) as manager:
+        return work(manager)
 
 
 # -- set up and serve -----------------------------------------------------------------------------
@@ -378,11 +387,11 @@ def _coordination_lines(coordination: dict[str, Any] | None) -> list[str]:
 
 
 def cmd_node_status(args: argparse.Namespace) -> int:
-    async def work(manager: UpdateManager) -> dict[str, Any]:
+    def work(manager: UpdateManager) -> dict[str, Any]:
         status: dict[str, Any] = manager.get_update_status().to_dict()
         return status
 
-    status = _with_manager(args, work, local=True, read_only=True)
+    status = _with_local_manager(args, work, read_only=True)
 
     def text() -> str:
         lines = [
@@ -417,11 +426,11 @@ def cmd_node_status(args: argparse.Namespace) -> int:
 
 
 def cmd_node_history(args: argparse.Namespace) -> int:
-    async def work(manager: UpdateManager) -> list[dict[str, Any]]:
+    def work(manager: UpdateManager) -> list[dict[str, Any]]:
         history: list[dict[str, Any]] = manager.store.history()
         return history
 
-    history = _with_manager(args, work, local=True, read_only=True)
+    history = _with_local_manager(args, work, read_only=True)
 
     def text() -> str:
         if not history:
@@ -439,7 +448,7 @@ def cmd_node_history(args: argparse.Namespace) -> int:
 
 
 def cmd_node_verify(args: argparse.Namespace) -> int:
-    async def work(manager: UpdateManager) -> dict[str, Any]:
+    def work(manager: UpdateManager) -> dict[str, Any]:
         current = manager.store.current_version()
         # what `current` points at, not what its name says
         problems: list[str] = manager.store.verify_current()
@@ -453,7 +462,7 @@ def cmd_node_verify(args: argparse.Namespace) -> int:
         return {"current_version": current, "checked": checked, "ok": not problems,
                 "problems": problems}  # fmt: skip
 
-    result = _with_manager(args, work, local=True, read_only=True)
+    result = _with_local_manager(args, work, read_only=True)
     emit(
         args,
         result,
@@ -470,7 +479,7 @@ def cmd_node_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_node_prune(args: argparse.Namespace) -> int:
-    async def work(manager: UpdateManager) -> dict[str, Any]:
+    def work(manager: UpdateManager) -> dict[str, Any]:
         keep = args.keep if args.keep is not None else manager.config.keep_versions
         # the operator's count is the whole count: the rollback target is not kept extra
         removed: list[str] = manager.store.prune(
@@ -478,7 +487,7 @@ def cmd_node_prune(args: argparse.Namespace) -> int:
         )
         return {"removed": removed, "keep": keep, "dry_run": args.dry_run}
 
-    result = _with_manager(args, work, local=True, read_only=args.dry_run)
+    result = _with_local_manager(args, work, read_only=args.dry_run)
     removed = result["removed"]
     verb = "would remove" if args.dry_run else "removed"
     emit(
@@ -499,14 +508,14 @@ def _pending_version(manager: UpdateManager) -> str:
 
 
 def cmd_node_confirm(args: argparse.Namespace) -> int:
-    async def work(manager: UpdateManager) -> dict[str, Any]:
+    def work(manager: UpdateManager) -> dict[str, Any]:
         version = args.version or _pending_version(manager)
         manager.policy_state().confirm(version)
         released = manager.release_hold(version)
         pending = manager.pending_decision(version)
         return {"confirmed": version, "released_hold": released, "next": pending}
 
-    result = _with_manager(args, work, local=True)
+    result = _with_local_manager(args, work)
     pending = result["next"]
     if pending is None or pending["action"] == "install":
         when = "the agent installs it on its next check"
@@ -519,12 +528,12 @@ def cmd_node_confirm(args: argparse.Namespace) -> int:
 
 
 def cmd_node_defer(args: argparse.Namespace) -> int:
-    async def work(manager: UpdateManager) -> dict[str, Any]:
+    def work(manager: UpdateManager) -> dict[str, Any]:
         version = args.version or _pending_version(manager)
         count = manager.policy_state().defer(version, manager.config.update_policy())
         return {"deferred": version, "count": count}
 
-    result = _with_manager(args, work, local=True)
+    result = _with_local_manager(args, work)
     emit(args, result, f"deferred {result['deferred']} ({result['count']} time(s))")
     return EXIT_OK
 

@@ -18,7 +18,6 @@ from attrs import field, frozen
 
 from ..errors import FormatError
 from .fields import SPEC_VERSION, MetaFile, _channel_name, _Reader, format_time, parse_version
-from .governance import _identifier
 
 __all__ = ["COORDINATION_LISTINGS", "Index", "IndexChannel", "coordination_relpath"]
 
@@ -126,8 +125,11 @@ class Index:
         proposals = r.mapping("proposals", MetaFile.from_dict, {}, max_items=256)
         deprecations = r.mapping("deprecations", MetaFile.from_dict, {}, max_items=256)
         downgrades = r.mapping("downgrades", MetaFile.from_dict, {}, max_items=64)
-        for name in (*proposals, *deprecations):
-            _identifier(name, f"{where}.proposals/deprecations")
+        if proposals or deprecations:  # the governance documents load only when listed
+            from .governance import _identifier
+
+            for name in (*proposals, *deprecations):
+                _identifier(name, f"{where}.proposals/deprecations")
         for v in downgrades:
             parse_version(v, f"{where}.downgrades")
         return cls(

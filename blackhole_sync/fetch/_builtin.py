@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .hookspecs import hookimpl
-from .transport import TransportSpec
+
+if TYPE_CHECKING:
+    from .transport import TransportSpec
 
 
 @hookimpl

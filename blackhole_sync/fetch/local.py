@@ -24,8 +24,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 from urllib.parse import unquote, urlsplit
 
-import anyio.lowlevel
-
 from .._fsutil import fsync_fd, replace, sha256
 from ..errors import (
     BlobNotFoundError,
@@ -123,6 +121,8 @@ class LocalTransport(BaseTransport):
     async def _stream(
         self, fileobj: BinaryIO, locator: Locator, sink: Sink, *, max_length: int, start: int
     ) -> None:
+        import anyio.lowlevel  # here, not at import: a host that only lists specs needs none
+
         position = start
         try:
             fileobj.seek(start)
@@ -155,6 +155,8 @@ class LocalTransport(BaseTransport):
             raise ConfigurationError("the local transport needs a 'root' option to publish")
         if not _SHA256_HEX.fullmatch(sha256):
             raise ValueError(f"not a lowercase hex sha256: {sha256!r}")
+        import anyio.to_thread
+
         blobs = self.root / "blobs"
         dest = blobs / sha256
         await anyio.to_thread.run_sync(self._copy_verified, Path(path), blobs, dest, sha256)

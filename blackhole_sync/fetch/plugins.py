@@ -9,7 +9,6 @@ fails to import or register is recorded in :attr:`PluginHost.failures`, never si
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -111,7 +110,10 @@ def make_plugin_manager(
                 continue
             pm.register(importlib.import_module(modname), name=modname)
     if load_entrypoints:
-        for ep in importlib.metadata.entry_points(group=hookspecs.PROJECT):
+        # imported here: a host without third-party plugins never scans the distributions
+        from importlib import metadata
+
+        for ep in metadata.entry_points(group=hookspecs.PROJECT):
             if ep.name in blocked or pm.get_plugin(ep.name) is not None:
                 continue
             try:

@@ -23,10 +23,25 @@ halts, downgrades), ``core`` (the operations of one update, in the order they ru
 
 from __future__ import annotations
 
-from ..protocols import SyncResult, UpdateInfo, UpdatePackage, UpdateResult, UpdateStatus
-from .base import MAX_START_FAILURES
-from .core import NodeUpdateClient, UpdateManager
-from .setup import init_node
+from typing import TYPE_CHECKING
+
+from .._lazy import lazy_exports
+
+#: name -> the module that defines it (``..protocols`` for the values the protocols exchange).
+#: Names load lazily (PEP 562): ``from blackhole_sync.manager import UpdateManager`` imports
+#: the manager's parts, not the network side, the metrics sampler or the fetch clients they
+#: import when an operation first needs them.
+_EXPORTS: dict[str, str] = {
+    "MAX_START_FAILURES": "base",
+    "init_node": "setup",
+    "NodeUpdateClient": "core",
+    "UpdateManager": "core",
+    "SyncResult": "..protocols",
+    "UpdateInfo": "..protocols",
+    "UpdatePackage": "..protocols",
+    "UpdateResult": "..protocols",
+    "UpdateStatus": "..protocols",
+}
 
 __all__ = [
     "MAX_START_FAILURES",
@@ -39,3 +54,18 @@ __all__ = [
     "UpdateResult",
     "UpdateStatus",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, globals())
+
+
+if TYPE_CHECKING:  # static names for type checkers
+    from ..protocols import (
+        SyncResult as SyncResult,
+        UpdateInfo as UpdateInfo,
+        UpdatePackage as UpdatePackage,
+        UpdateResult as UpdateResult,
+        UpdateStatus as UpdateStatus,
+    )
+    from .base import MAX_START_FAILURES as MAX_START_FAILURES
+    from .core import NodeUpdateClient as NodeUpdateClient, UpdateManager as UpdateManager
+    from .setup import init_node as init_node

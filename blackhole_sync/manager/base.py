@@ -18,17 +18,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-import anyio
-import anyio.to_thread
-
 from .. import protocols
 from ..clock import utcnow
-from ..codecs import load_private_key
 from ..documents import (
-    PrivateKey,
-    ReleaseManifest,
     TrustedState,
-    VersionManager,
     compare_versions,
     newer_versions,
     sort_versions,
@@ -37,27 +30,29 @@ from ..errors import (
     SecurityError,
 )
 from ..events import UpdateEvent
-from ..fetch import (
-    ClientLimits,
-    PluginHost,
-    ProgressEvent,
-    RepositoryClient,
-    Transport,
-    TransportPool,
-    make_plugin_manager,
-)
-from ..metrics import UpdateMetrics
-from ..node import (
-    NodeConfig,
-    NodeStore,
-    PolicyState,
-    TrustStore,
-)
-from ..protocols import UpdateInfo, UpdatePackage, UpdateResult, UpdateStatus
 
+# Imported where used, not here: the fetch clients (anyio), the metrics sampler (psutil), the
+# network side and the key-file codecs. ``node status`` opens the node without an event loop
+# (``with UpdateManager(...)``) and loads none of them.
 if TYPE_CHECKING:
+    from ..documents import PrivateKey, ReleaseManifest
+    from ..fetch import (
+        PluginHost,
+        ProgressEvent,
+        RepositoryClient,
+        Transport,
+        TransportPool,
+    )
+    from ..metrics import UpdateMetrics
     from ..network import PeerNetwork
     from ..network.coordinator import Coordinator
+    from ..node import (
+        NodeConfig,
+        NodeStore,
+        PolicyState,
+        TrustStore,
+    )
+    from ..protocols import UpdateInfo, UpdatePackage, UpdateResult, UpdateStatus
 
 
 __all__ = ["MAX_START_FAILURES", "ManagerBase"]
@@ -118,18 +113,25 @@ class ManagerBase:
         self._pool: TransportPool | None = None
         self._state: TrustedState | None = None
         self._unsaved: list[tuple[str, bytes]] = []
-        self.metrics = UpdateMetrics()
+        self._metrics: UpdateMetrics | None = None
         #: Releases the last check found that this node cannot install: version -> why.
         self.not_installable: dict[str, str] = {}
         self._coordination: Any = None  # network.governance.CoordinationDocs of the last check
         self._coordinator: Coordinator | None = None
 
-    async def __aenter__(self) -> Self:
-        self._store = await anyio.to_thread.run_sync(
-            lambda: NodeStore.open(
-                self.node_dir, lock_timeout=self._lock_timeout, read_only=self.read_only
-            )
+    def _open_store(self) -> NodeStore:
+        from ..node import NodeStore
+
+        return NodeStore.open(
+            self.node_dir, lock_timeout=self._lock_timeout, read_only=self.read_only
         )
+
+    def _open(self, store: NodeStore, *, transports: bool) -> None:
+        """The rest of opening, once the store is open: configuration, plugins, transports."""
+        from ..fetch import make_plugin_manager
+        from ..node import NodeConfig
+
+        self._store = store
         try:
             if self._config is None:
                 self._config = NodeConfig.from_file(self._store.layout.config)
@@ -143,6 +145,10 @@ class ManagerBase:
                     recorded = json.dumps(failures, sort_keys=True) if failures else None
                     if self._store.get_meta("plugin_failures") != recorded:
                         self._store.set_meta("plugin_failures", recorded)
+            if not transports:
+                return
+            from ..fetch import TransportPool
+
             # the shared transport options (transport.STANDARD_OPTIONS); explicit ones win.
             # state_root/node_config/loopback_only: a transport that fetches through a node of
             # its own (IPFS by CID) keeps its state in NODE/<name>/ and reads its [table].
@@ -159,6 +165,11 @@ class ManagerBase:
             self._store.close()
             self._store = None
             raise
+
+    async def __aenter__(self) -> Self:
+        import anyio.to_thread
+
+        self._open(await anyio.to_thread.run_sync(self._open_store), transports=True)
         return self
 
     async def __aexit__(
@@ -171,6 +182,8 @@ class ManagerBase:
 
     async def aclose(self) -> None:
         if self._pool is not None:
+            import anyio
+
             with anyio.CancelScope(shield=True):
                 await self._pool.aclose()
             self._pool = None
@@ -178,12 +191,50 @@ class ManagerBase:
             self._store.close()
             self._store = None
 
+    def __enter__(self) -> Self:
+        """Open without an event loop and without transports, for what reads or changes
+        local state only (:meth:`get_update_status`, the policy state, held versions): a
+        command such as ``node status`` then loads neither anyio nor a transport. Operations
+        that fetch need ``async with``."""
+        self._open(self._open_store(), transports=False)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
     def transports(self) -> dict[str, Transport]:
         """The registered transports that run under this event loop, by name (the manager's
         guarded instances: started on first use, closed with the manager)."""
+        return {transport.name: transport for transport in self._transport_pool().usable()}
+
+    def _transport_pool(self) -> TransportPool:
         if self._pool is None:
+            if self._store is not None:
+                raise RuntimeError(
+                    "UpdateManager was opened for local state only: use 'async with'"
+                )
             raise RuntimeError("UpdateManager is not open: use 'async with'")
-        return {transport.name: transport for transport in self._pool.usable()}
+        return self._pool
+
+    @property
+    def metrics(self) -> UpdateMetrics:
+        """The metrics of the current (or last) update of this manager."""
+        if self._metrics is None:
+            from ..metrics import UpdateMetrics
+
+            self._metrics = UpdateMetrics()
+        return self._metrics
+
+    @metrics.setter
+    def metrics(self, value: UpdateMetrics) -> None:
+        self._metrics = value
 
     @property
     def store(self) -> NodeStore:
@@ -209,6 +260,8 @@ class ManagerBase:
         if self._version_manager is None:
             given = self._version_manager_arg
             if given is None:
+                from ..documents import VersionManager
+
                 self._version_manager = VersionManager(
                     self.store, self._known_manifests, protocol_versions=self.protocol_versions
                 )
@@ -240,10 +293,11 @@ class ManagerBase:
         return self.config.protocol_versions
 
     def _client(self) -> RepositoryClient:
-        assert self._pool is not None
+        from ..fetch import ClientLimits, RepositoryClient
+
         return RepositoryClient(
             self.config.sources,
-            self._pool,
+            self._transport_pool(),
             limits=ClientLimits(),
             progress=self._on_progress,
             peers_first=self.config.peers_first,
@@ -386,6 +440,8 @@ class ManagerBase:
 
     def policy_state(self) -> PolicyState:
         """The policy's per-release state, bound to the store: changes persist at once."""
+        from ..node import PolicyState
+
         return PolicyState.from_meta(self.store.get_meta, self.store.set_meta)
 
     def _save_metrics(self) -> None:
@@ -394,8 +450,8 @@ class ManagerBase:
         )
 
     def _last_metrics(self) -> dict[str, Any]:
-        if self.metrics.version is not None:
-            return self.metrics.snapshot()
+        if self._metrics is not None and self._metrics.version is not None:
+            return self._metrics.snapshot()
         raw = self.store.get_meta("last_update_metrics")
         return {} if raw is None else dict(json.loads(raw))
 
@@ -419,6 +475,8 @@ class ManagerBase:
             return self.store.stored_manifest(version)
 
     def identity_key(self) -> PrivateKey:
+        from ..codecs import load_private_key
+
         return load_private_key(self.store.layout.identity_key)
 
     if TYPE_CHECKING:

@@ -13,10 +13,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from ..documents import (
-    Envelope,
-    NodeStatusDoc,
-    ReleaseManifest,
-    TrustedState,
     compare_versions,
     parse_time,
     version_key,
@@ -27,16 +23,16 @@ from ..errors import (
     MigrationError,
     NoSuchVersionError,
 )
-from ..fetch import (
-    RepositoryClient,
-)
 from ..node import (
     Decision,
     decide,
 )
 from ..protocols import SyncResult, UpdateInfo, UpdateResult, UpdateStatus
 
+# The network side (``..network``) and the fetch clients are imported where they are used.
 if TYPE_CHECKING:
+    from ..documents import ReleaseManifest, TrustedState
+    from ..fetch import RepositoryClient
     from ..network import CompatibilityManager
     from ..network.coordinator import Coordinator
 
@@ -147,6 +143,8 @@ class CoordinationSide(ManagerBase):
         """Sign this node's status and spread it: over the peer network the manager was given
         (``peers``: gossip, IPFS pubsub) and to the ``blackhole_sync_broadcast_status`` hook's
         implementations. Returns the signed bytes."""
+        from ..documents import Envelope, NodeStatusDoc
+
         status = status or self.get_update_status()
         seq = int(self.store.get_meta("status_seq") or "0") + 1
         self.store.set_meta("status_seq", str(seq))
@@ -227,6 +225,10 @@ class CoordinationSide(ManagerBase):
 
     def coordination_status(self) -> dict[str, Any] | None:
         """Pending activations, proposals, rollouts, halts, deprecations (``node status``)."""
+        if self._coordination is None:
+            index = self._trusted().index
+            if index is None or not index.coordination():
+                return None  # nothing listed: nothing to report (and no network code to load)
         try:
             coordinator = self.coordinator()
         except (BlackholeSyncError, OSError) as exc:

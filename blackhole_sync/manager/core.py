@@ -14,9 +14,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import anyio
-import anyio.to_thread
-
 from ..documents import (
     ReleaseManifest,
     TrustedState,
@@ -34,22 +31,15 @@ from ..errors import (
     SecurityError,
     WithdrawnReleaseError,
 )
-from ..fetch import (
-    RepositoryClient,
-)
-from ..metrics import ResourceSampler, UpdateMetrics
-from ..node import (
-    PolicyState,
-    SignedManifest,
-    UpdatePolicy,
-    check_tree,
-    decide,
-)
+from ..node import PolicyState, decide
 from ..protocols import UpdateInfo, UpdatePackage, UpdateResult, UpdateStatus
 
+# anyio, the fetch clients, the metrics sampler and the install path of the node store are
+# imported by the operations that use them: a manager opened for its local state only
+# (``node status``) loads none of them.
 if TYPE_CHECKING:
-    pass
-
+    from ..fetch import RepositoryClient
+    from ..node import UpdatePolicy
 
 from .base import _discard
 from .coordination import CoordinationSide
@@ -190,6 +180,8 @@ class UpdateManager(CoordinationSide, InstalledTreeSide):
             peer_held=self._peer_held_versions(),
         )
         use_deltas = self.config.deltas if self._deltas is None else self._deltas
+        from ..metrics import ResourceSampler, UpdateMetrics
+
         self._emit("downloading", update.version)
         self.metrics = UpdateMetrics(
             version=update.version, from_version=current, sampler=ResourceSampler()
@@ -227,6 +219,10 @@ class UpdateManager(CoordinationSide, InstalledTreeSide):
             raise SecurityError(f"staged manifest of {package.version} is not the trusted one")
         self._check_installable(package.manifest)
         artifacts = package.manifest.artifacts_for(self.config.platform, self.config.arch)
+        import anyio.to_thread
+
+        from ..node import check_tree
+
         problems = await anyio.to_thread.run_sync(lambda: check_tree(package.tree, artifacts))
         if problems:
             raise LengthOrHashMismatchError(f"staged {package.version}: {problems[0]}")
@@ -284,6 +280,10 @@ class UpdateManager(CoordinationSide, InstalledTreeSide):
             await self.regression_watch().top_up(previous)  # the last good version's baseline
         automatic = self.config.policy.automatic
         self._emit("installing", package.version, method=package.method)
+        import anyio
+
+        from ..node import SignedManifest
+
         self.metrics.start_install()
         try:
             # Once started, an install runs to its end (commit or rollback) even when the
@@ -346,6 +346,8 @@ class UpdateManager(CoordinationSide, InstalledTreeSide):
             [v for v in self.held_versions() if compare_versions(v, package.version) > 0]
         )
         if self.store.layout.mirror_dir.is_dir():  # keep the edge cache (`node serve`) current
+            import anyio.to_thread
+
             from ..mirror import export_mirror
 
             await anyio.to_thread.run_sync(export_mirror, self.node_dir)

@@ -6,18 +6,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..documents import (
-    ReleaseManifest,
-)
 from ..errors import (
     SandboxError,
 )
-from ..node import (
-    RollbackPoint,
-)
 
 if TYPE_CHECKING:
-    pass
+    from ..documents import ReleaseManifest
+    from ..node import RollbackPoint
 
 
 from .base import ManagerBase, _command_env

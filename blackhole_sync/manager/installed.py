@@ -8,9 +8,6 @@ import logging
 import shutil
 from typing import TYPE_CHECKING
 
-import anyio
-import anyio.to_thread
-
 from ..errors import (
     BlackholeSyncError,
     HealthCheckError,
@@ -35,6 +32,8 @@ class InstalledTreeSide(ManagerBase):
         """Re-hash ``versions/<version>`` against its stored signed manifest; a damaged tree
         is re-fetched (``repair``) when a source delivers it, else
         :class:`LengthOrHashMismatchError` names the first difference."""
+        import anyio.to_thread
+
         problems = await anyio.to_thread.run_sync(self.store.verify_installed, version)
         if not problems:
             return
@@ -83,6 +82,8 @@ class InstalledTreeSide(ManagerBase):
         self._emit("repairing", version)
         staged = await stager.stage(manifest, self.store.current_version(), deltas=False)
         try:
+            import anyio.to_thread
+
             await anyio.to_thread.run_sync(self.store.replace_installed_tree, version, staged.tree)
         finally:
             shutil.rmtree(staged.work, ignore_errors=True)

@@ -1,5 +1,7 @@
 """TOML mechanics for the node's configuration: a strict table reader, writing, and editing
-a document in place (comments kept). The configuration's schema is in config.py."""
+a document in place (comments kept). The configuration's schema is in config.py.
+
+Reading uses :mod:`tomllib`; :mod:`tomlkit` (slow to import) is loaded only to write or edit."""
 
 from __future__ import annotations
 
@@ -10,9 +12,6 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
-
-import tomlkit
-from tomlkit.items import Table as _TomlTable
 
 from ..errors import ConfigurationError
 
@@ -31,11 +30,15 @@ def parse(text: str, where: str) -> dict[str, Any]:
 
 def dumps(data: Mapping[str, Any]) -> str:
     """A TOML document of scalars, arrays and (nested) tables."""
+    import tomlkit
+
     return tomlkit.dumps(data)
 
 
 def value_text(value: Any) -> str:
     """One TOML value as text (a scalar or an array of scalars)."""
+    import tomlkit
+
     return str(tomlkit.item(value).as_string())
 
 
@@ -46,6 +49,8 @@ def _plain(value: Any) -> Any:
 def edit(text: str, data: Mapping[str, Any]) -> str | None:
     """``text`` edited in place to hold ``data`` (see :func:`merge`); None when ``text`` is
     not a TOML document tomlkit can edit."""
+    import tomlkit
+
     try:
         document = tomlkit.parse(text)
     except tomlkit.exceptions.TOMLKitError:
@@ -57,6 +62,9 @@ def edit(text: str, data: Mapping[str, Any]) -> str | None:
 def merge(table: Any, data: Mapping[str, Any]) -> None:
     """Make the tomlkit ``table`` hold ``data``: changed values replaced where they are (their
     comments stay), new keys and tables added, keys ``data`` lacks removed."""
+    import tomlkit
+    from tomlkit.items import Table as _TomlTable
+
     for key, value in data.items():
         if isinstance(value, Mapping):
             if not isinstance(table.get(key), _TomlTable):

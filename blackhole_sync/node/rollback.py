@@ -35,7 +35,6 @@ import stat
 from pathlib import Path
 from typing import Protocol
 
-import anyio.to_thread
 from attrs import frozen
 
 from .._fsutil import checkpoint, copy_file, fsync_dir, fsync_file, remove_tree, write_atomic
@@ -269,6 +268,8 @@ class RollbackManager:
         self, previous_version: str | None, for_version: str
     ) -> RollbackPoint:
         """Back up ``data/`` and record it as the way back from ``for_version``."""
+        import anyio.to_thread
+
         return await anyio.to_thread.run_sync(self.new_point, previous_version, for_version)
 
     async def perform_rollback(
@@ -276,18 +277,26 @@ class RollbackManager:
     ) -> RollbackResult:
         """Make ``target`` (default: the previous version) current and restore the data saved
         while it was current (journaled by the store: a crash is finished at the next open)."""
+        import anyio.to_thread
+
         return await anyio.to_thread.run_sync(lambda: self.rollback_to(target, restore_data))
 
     async def backup_state(self, dest: Path | None = None) -> StateBackup:
         """A consistent copy of ``data/`` (default: a new ``manual-*`` dir under rollback/)."""
+        import anyio.to_thread
+
         return await anyio.to_thread.run_sync(self.backup, dest)
 
     async def restore_state(self, backup: StateBackup | RollbackPoint | Path) -> None:
         """Put a backup or a rollback point's data back in place of ``data/``."""
+        import anyio.to_thread
+
         await anyio.to_thread.run_sync(self.restore, backup)
 
     async def prune_old_rollback_points(self, keep: int) -> None:
         """Keep the ``keep`` newest rollback points."""
+        import anyio.to_thread
+
         await anyio.to_thread.run_sync(self.prune_points, keep)
 
     # -- versions (sync) ----------------------------------------------------------------------

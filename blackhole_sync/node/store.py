@@ -44,10 +44,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import anyio
-import anyio.to_thread
+from typing import TYPE_CHECKING, Any
 
 from .._fsutil import CRASH_ENV, checkpoint, fsync_dir, remove_tree, tree_size, write_atomic
 from ..clock import utcnow
@@ -69,17 +66,17 @@ from ..errors import (
     NodeLockedError,
     NoSuchVersionError,
 )
-from .blobs import blob_digests, prune_blobs
-from .config import read_node_attributes
-from .hooks import DefaultInstallHooks, InstallHooks
-from .install import InstallResult, InstallTransaction
 from .journal import CHECKPOINTS, Journal
 from .layout import CURRENT_TMP_PREFIX, NodeLayout
-from .migrations import apply_config_changes, config_sidecars, keep_settled_changes
 from .rollback import RollbackManager, recover_data_dir
 from .state import StateDB
-from .tree import check_tree, place_archive, place_file, require_inside
 from .truststore import SignedManifest, TrustStore
+
+# The install path (install.py, tree.py and the archive codecs, migrations.py, blobs.py) is
+# imported by the operations that use it: opening a node to read its state loads none of it.
+if TYPE_CHECKING:
+    from .hooks import InstallHooks
+    from .install import InstallResult
 
 __all__ = [
     "CHECKPOINTS",
@@ -372,12 +369,16 @@ class NodeStore:
 
     def stage_file(self, src: Path, artifact: Artifact, tree: Path) -> None:
         """Move a downloaded blob file into ``tree/<artifact.name>`` with the manifest's mode."""
+        from .tree import place_file, require_inside
+
         self._writable()
         require_inside(tree, self.layout.staging_dir)
         place_file(src, artifact, tree)
 
     def stage_archive(self, src: Path, artifact: Artifact, tree: Path) -> None:
         """Safely extract an archive marked to unpack into ``tree`` (members at its root)."""
+        from .tree import place_archive, require_inside
+
         self._writable()
         require_inside(tree, self.layout.staging_dir)
         place_archive(src, artifact, tree, self.layout.staging_entry(f"x-{secrets.token_hex(8)}"))
@@ -417,7 +418,15 @@ class NodeStore:
 
     # -- trees --------------------------------------------------------------------------------
 
-    check_tree = staticmethod(check_tree)
+    @staticmethod
+    def check_tree(
+        tree: Path, artifacts: Sequence[Artifact], *, fsync: bool = False, hashes: bool = True
+    ) -> list[str]:
+        """:func:`~blackhole_sync.node.check_tree` (problems of ``tree`` against
+        ``artifacts``; empty: an exact match)."""
+        from .tree import check_tree
+
+        return check_tree(tree, artifacts, fsync=fsync, hashes=hashes)
 
     def verify_installed(self, version: str | None = None) -> list[str]:
         """Re-hash an installed tree (default: the current one) against its stored manifest."""
@@ -451,7 +460,9 @@ class NodeStore:
             return [f"{name}: stored manifest of {version} unusable: {exc}"]
         platform, arch = self.state.platform_arch(version) or ("linux", default_arch())
         # A hash pass on request (`node verify`, before a rollback): the tree as it is now.
-        return [f"{name}/{p}" for p in check_tree(tree, manifest.artifacts_for(platform, arch))]
+        return [
+            f"{name}/{p}" for p in self.check_tree(tree, manifest.artifacts_for(platform, arch))
+        ]
 
     def require_intact(self, version: str) -> None:
         """Re-hash ``versions/<version>`` against its stored signed manifest right before it
@@ -469,6 +480,8 @@ class NodeStore:
         first; the damaged tree is renamed into staging and deleted, then the new one renamed
         into ``versions/``. A crash between the two renames leaves the version without a tree
         (not installed, never half of one)."""
+        from .tree import check_tree, require_inside
+
         self._writable()
         version = parse_version(version)
         if version == self.current_version():
@@ -526,6 +539,13 @@ class NodeStore:
         or InstallError for I/O failures (the node is left on the old version, or recovery on
         the next open finishes the job).
         """
+        import anyio.to_thread
+
+        from .config import read_node_attributes
+        from .hooks import DefaultInstallHooks
+        from .install import InstallResult, InstallTransaction
+        from .tree import check_tree, require_inside
+
         self._writable()
         hooks = hooks if hooks is not None else DefaultInstallHooks(self.rollbacks)
         arch = arch or default_arch()
@@ -582,6 +602,9 @@ class NodeStore:
         agent calls this each cycle); the keys applied. Each file is replaced atomically and
         the change recorded in ``config.history.json`` (its rollback window starts now) and
         in the node's history."""
+        from .config import read_node_attributes
+        from .migrations import apply_config_changes, config_sidecars
+
         self._writable()
         pending, _history = config_sidecars(self.network_config_path)
         if not pending.exists():
@@ -638,6 +661,8 @@ class NodeStore:
         self.require_intact(target)
         point = self.rollbacks.restore_point_for(target, current) if restore_data else None
         if point is not None:
+            from .migrations import keep_settled_changes
+
             # the configuration rollback window: changes past theirs survive the restore
             keep_settled_changes(
                 point.path / "data" / self.network_config_path.name,
@@ -716,6 +741,8 @@ class NodeStore:
         blob_versions = {current} if current else set()
         with contextlib.suppress(NoSuchVersionError):
             blob_versions.add(self.rollback_target())
+        from .blobs import blob_digests, prune_blobs
+
         prune_blobs(self.layout, blob_digests(self.stored_manifest(v) for v in blob_versions))
         if removed:
             with self.state.transaction():

@@ -7,7 +7,7 @@ import pluggy
 
 from blackhole_sync import TransportSpec
 
-from .transport import GOSSIP_TRANSPORT_SPEC
+from ._spec import GOSSIP_TRANSPORT_SPEC
 
 __all__ = ["blackhole_sync_transports", "hookimpl"]
 

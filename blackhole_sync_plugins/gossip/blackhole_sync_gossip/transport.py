@@ -51,16 +51,15 @@ from blackhole_sync import (
     CAP_ANNOUNCE,
     CAP_QUERY,
     CAP_SUBSCRIBE,
-    TRANSPORT_API,
     BaseTransport,
     ConfigurationError,
     PeerMessage,
     PluginError,
-    TransportSpec,
     Verdict as CoreVerdict,
 )
 
 from ._config import check_kind
+from ._spec import GOSSIP_TRANSPORT_SPEC
 from ._types import GossipError, InboundMessage, Verdict
 from .settings import TransportSettings, settings_from_options, write_peer_cache
 
@@ -482,17 +481,3 @@ class GossipTransport(BaseTransport):
     async def read_engine(self, name: str, *args: Any) -> Any:
         """Read ``GossipHost.<name>`` (called with ``args`` if a method) where the host runs."""
         return await self._require_runner().read(name, *args)
-
-
-def _spec_factory(**options: Any) -> GossipTransport:
-    return GossipTransport(**options)
-
-
-#: How the plugin registers the transport.
-GOSSIP_TRANSPORT_SPEC = TransportSpec(
-    name="gossip",
-    factory=_spec_factory,
-    api=TRANSPORT_API,
-    backends=frozenset({"asyncio", "trio"}),
-    description="libp2p GossipSub v1.1 (py-libp2p): announcements, status, votes; catch-up queries",
-)

@@ -9,20 +9,21 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from .client import (
-    HTTP_TRANSPORT_SPEC,
-    CertificateVerificationError,
-    HttpTransport,
-    TLSError,
-    TransferStats,
-    client_tls_context,
-)
+from ._spec import HTTP_TRANSPORT_SPEC
 from .limits import ClientLimits, ServerLimits
-from .ratelimit import StallDetector, TokenBucket
 
 if TYPE_CHECKING:
+    from .client import (
+        CertificateVerificationError,
+        HttpTransport,
+        TLSError,
+        TransferStats,
+        client_tls_context,
+    )
+    from .ratelimit import StallDetector, TokenBucket
     from .server import (
         RepositoryServer,
         RunningServer,
@@ -34,30 +35,37 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-#: Names of the server module, imported on first use: a process that only downloads does not
+#: Names imported on first use, by module: the plugin module (loaded by every command that
+#: loads plugins) imports neither aiohttp nor anyio; a process that only downloads does not
 #: pay for ``aiohttp.web``.
-_SERVER_NAMES = frozenset(
-    {
-        "RepositoryServer",
-        "RunningServer",
-        "ServerStats",
-        "make_app",
-        "serve_repository",
-        "server_tls_context",
-    }
-)
+_LAZY = {
+    "CertificateVerificationError": "client",
+    "HttpTransport": "client",
+    "TLSError": "client",
+    "TransferStats": "client",
+    "client_tls_context": "client",
+    "StallDetector": "ratelimit",
+    "TokenBucket": "ratelimit",
+    "RepositoryServer": "server",
+    "RunningServer": "server",
+    "ServerStats": "server",
+    "make_app": "server",
+    "serve_repository": "server",
+    "server_tls_context": "server",
+}
 
 
 def __getattr__(name: str) -> Any:
-    if name in _SERVER_NAMES:
-        from . import server
-
-        return getattr(server, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_SERVER_NAMES})
+    return sorted({*globals(), *_LAZY})
 
 
 __all__ = [

@@ -38,13 +38,12 @@ from blackhole_sync.fetch import (
     CAP_FETCH,
     CAP_RANGE,
     CAP_READ_RANGE,
-    TRANSPORT_API,
     BaseTransport,
     Locator,
     Sink,
-    TransportSpec,
 )
 
+from ._spec import HTTP_TRANSPORT_SPEC
 from .limits import ClientLimits
 from .ratelimit import Clock, Sleep, StallDetector, TokenBucket
 
@@ -447,13 +446,3 @@ class _Transfer:
     position: int
     end: int | None = None
     etag: str | None = None
-
-
-HTTP_TRANSPORT_SPEC = TransportSpec(
-    name="http",
-    factory=HttpTransport,
-    api=TRANSPORT_API,
-    schemes=frozenset({"http", "https"}),
-    backends=frozenset({"asyncio"}),
-    description="HTTP(S) origins and mirrors (aiohttp): Range resume, bandwidth limit",
-)

@@ -10,7 +10,7 @@ import pluggy
 
 from blackhole_sync import TransportSpec
 
-from .client import HTTP_TRANSPORT_SPEC
+from ._spec import HTTP_TRANSPORT_SPEC
 from .webhook import WebhookChannel, webhook_from_config
 
 if TYPE_CHECKING:

@@ -11,13 +11,10 @@ WARNING and never raised: notifications must not break the update path.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Mapping
 from typing import Any
-
-import aiohttp
 
 from blackhole_sync import event_to_dict
 
@@ -47,6 +44,8 @@ class WebhookChannel:
         self.headers = dict(headers or {})
 
     async def notify(self, event: Any) -> None:
+        import asyncio  # aiohttp too: imported when an event is sent, not with the plugin
+
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -54,6 +53,8 @@ class WebhookChannel:
             return
         body = json.dumps(event_to_dict(event), sort_keys=True, default=str).encode()
         headers = {"Content-Type": "application/json", **self.headers}
+        import aiohttp
+
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout)) as s,

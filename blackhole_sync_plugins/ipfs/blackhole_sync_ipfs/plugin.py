@@ -8,7 +8,7 @@ import pluggy
 
 from blackhole_sync import TransportSpec
 
-from .transport import IPFS_TRANSPORT_SPEC
+from ._spec import IPFS_TRANSPORT_SPEC
 
 __all__ = ["blackhole_sync_transports", "hookimpl"]
 

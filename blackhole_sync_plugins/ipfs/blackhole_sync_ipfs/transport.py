@@ -63,13 +63,11 @@ from blackhole_sync.fetch import (
     CAP_PUBLISH,
     CAP_SEED,
     CAP_SUBSCRIBE,
-    TRANSPORT_API,
     BaseTransport,
     Locator,
     MessageValidator,
     PeerMessage,
     Sink,
-    TransportSpec,
 )
 
 from ._api import IpfsBackend
@@ -87,6 +85,7 @@ from ._inbox import InboundGuard, Inbox
 from ._lease import EmbeddedLease, acquire_embedded
 from ._rpc import RpcNode
 from ._settings import IpfsSettings
+from ._spec import IPFS_TRANSPORT_SPEC
 
 __all__ = [
     "IPFS_TRANSPORT_SPEC",
@@ -595,15 +594,3 @@ class _LazyInbox:
         self._closed = True
         if self._inbox is not None:
             await self._inbox.aclose()
-
-
-IPFS_TRANSPORT_SPEC = TransportSpec(
-    name="ipfs",
-    factory=IpfsTransport,
-    api=TRANSPORT_API,
-    backends=frozenset({"asyncio", "trio"}),
-    schemes=frozenset({"ipfs", "ipfs+rpc"}),
-    locator_kinds=frozenset({"cid"}),
-    description="IPFS: an embedded Kubo node (ipfs://) or a Kubo daemon (ipfs+rpc://HOST:PORT); "
-    "cid locators, pinning, pubsub",
-)
