@@ -386,7 +386,12 @@ def _locator(value: Any, where: str) -> dict[str, str]:
 
 @frozen
 class DeltaRecord:
-    """A patch from an earlier version's artifact (or archive member) to this one's."""
+    """A patch from an earlier version's artifact (or archive member) to this one's.
+
+    ``locators`` (optional, as an artifact's: at most 64 ``{"kind", "value"}``) say where
+    else the patch blob is found -- a BitTorrent info hash, a CID -- signed with the manifest;
+    they address the patch blob, whose length and sha256 still decide what is accepted.
+    """
 
     artifact: str
     from_version: str
@@ -396,6 +401,7 @@ class DeltaRecord:
     codec: str
     member: str | None = None
     extra: Mapping[str, Any] = field(factory=dict)
+    locators: tuple[Mapping[str, str], ...] = ()
 
     @classmethod
     def from_dict(cls, obj: Any, where: str = "delta") -> DeltaRecord:
@@ -409,7 +415,18 @@ class DeltaRecord:
         member = r.string("member", None, max_len=4096)
         if member is not None:
             check_safe_path(member, f"{where}.member")
-        return cls(artifact, from_version, source, patch, output_length, codec, member, r.extra())
+        locators = r.items("locators", _locator, (), max_items=64)
+        return cls(
+            artifact,
+            from_version,
+            source,
+            patch,
+            output_length,
+            codec,
+            member,
+            r.extra(),
+            locators,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return _drop_unset(
@@ -422,5 +439,6 @@ class DeltaRecord:
                 "output_length": self.output_length,
                 "codec": self.codec,
                 "member": self.member,
+                "locators": [dict(x) for x in self.locators] if self.locators else None,
             },
         )

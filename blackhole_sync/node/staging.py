@@ -20,9 +20,11 @@ download rate limit -- when it is expected to take longer than the full download
 
 Every step's output is checked against signed metadata before the next one reads it (source,
 patch and output hashes for a patch; the artifact's sha256 for a placed file), and a failed
-delta falls back to the full download. Fetched transfer blobs and patches are kept in
-``NODE/blobs`` (:mod:`blackhole_sync.node.blobs`) for peers. Nothing here touches ``current``:
-the install transaction (:mod:`blackhole_sync.node.install`) takes the staged tree from here.
+delta falls back to the full download. A patch, like a full blob, is asked of its signed
+locators first (a swarm: BitTorrent, IPFS), then of the node's sources. Fetched transfer blobs
+and patches are kept in ``NODE/blobs`` (:mod:`blackhole_sync.node.blobs`) for peers. Nothing
+here touches ``current``: the install transaction (:mod:`blackhole_sync.node.install`) takes
+the staged tree from here.
 """
 
 from __future__ import annotations
@@ -385,7 +387,7 @@ class ReleaseStager:
             # The member ships whole (new, or no patch paid off): the blob is the output.
             if record.patch.sha256 != output_sha256 or record.patch.length != output_length:
                 raise LengthOrHashMismatchError("identity patch does not carry the member's bytes")
-            await client.fetch_blob(record.patch, out)
+            await client.fetch_blob(record.patch, out, extra_locators=record.locators)
             return
         if not source.is_file():
             raise FileNotFoundError(source)
@@ -393,7 +395,9 @@ class ReleaseStager:
         # the bounded worker starts now: its interpreter loads while the patch downloads
         with ApplyWorker() as worker:
             if not patch.exists():
-                await client.fetch_blob(record.patch, patch)
+                # the patch's signed locators (a swarm) before the node's sources, as for
+                # a full artifact; its length and sha256 decide what is accepted
+                await client.fetch_blob(record.patch, patch, extra_locators=record.locators)
                 keep_blob(self.store.layout, patch, record.patch.sha256)
             await anyio.to_thread.run_sync(
                 lambda: apply_patch(

@@ -212,9 +212,10 @@ class ReleaseBuilder:
     ``codec_table(plugin codecs)`` to offer plugin codecs too); ``budget``: the create-time
     CPU and memory budget of each delta; ``progress``: told each long step as it starts and
     ends (:mod:`~blackhole_sync.release.progress`); ``locate``: the locators of a stored blob
-    (:func:`transport_locators`), recorded in each artifact's ``locators`` before signing;
-    ``companions``: files served next to a blob (:func:`transport_companions`), kept in the
-    draft's ``served/`` and published with the blobs.
+    (:func:`transport_locators`), recorded in each artifact's and each delta patch's
+    ``locators`` before signing; ``companions``: files served next to a blob
+    (:func:`transport_companions`), kept in the draft's ``served/`` and published with the
+    blobs.
 
     Scratch files live under ``.bhsync/tmp/`` for the build's duration only: removed when it
     fails, and what a killed build left is removed by the next build
@@ -354,15 +355,9 @@ class ReleaseBuilder:
                 if name in plaintexts:
                     raise ValueError(f"two artifacts are named {name!r}")
                 artifact, plaintexts[name] = self._artifact(src, name, unpack, opts, packed, blobs)
-                if self.locate is not None:  # where the blob will be found, signed with it
-                    found = self.locate(blobs / artifact.blob.sha256)
-                    locators = tuple({"kind": x.kind, "value": x.value} for x in found)
+                locators = self._locate_blob(blobs / artifact.blob.sha256, workdir)
+                if locators is not None:
                     artifact = evolve(artifact, locators=locators)
-                if self.companions is not None:  # served next to the blob (a .torrent)
-                    for relpath, data in self.companions(blobs / artifact.blob.sha256).items():
-                        served = workdir / "served" / relpath
-                        served.parent.mkdir(parents=True, exist_ok=True)
-                        served.write_bytes(data)
                 built.append(artifact)
             if not sources:
                 # A configuration, schema or protocol release without files keeps the files
@@ -377,6 +372,10 @@ class ReleaseBuilder:
                     deltas.extend(
                         self._make_deltas(origin_version, origin, built, plaintexts, blobs)
                     )
+            for i, record in enumerate(deltas):  # patches travel like artifacts (a swarm)
+                locators = self._locate_blob(blobs / record.patch.sha256, workdir)
+                if locators is not None:
+                    deltas[i] = evolve(record, locators=locators)
             manifest = ReleaseManifest(
                 version,
                 opts.update_type,
@@ -403,6 +402,20 @@ class ReleaseBuilder:
         except BaseException:
             shutil.rmtree(workdir, ignore_errors=True)
             raise
+
+    def _locate_blob(self, blob: Path, workdir: Path) -> tuple[dict[str, str], ...] | None:
+        """Where the stored ``blob`` (an artifact's or a patch's) will be found, signed with
+        the manifest (None without ``locate``); its companion files (a ``.torrent``) go to the
+        draft's ``served/``, published next to the blobs."""
+        locators = None
+        if self.locate is not None:
+            locators = tuple({"kind": x.kind, "value": x.value} for x in self.locate(blob))
+        if self.companions is not None:
+            for relpath, data in self.companions(blob).items():
+                served = workdir / "served" / relpath
+                served.parent.mkdir(parents=True, exist_ok=True)
+                served.write_bytes(data)
+        return locators
 
     def _artifact(
         self,
