@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -89,6 +90,14 @@ PREFIX_LAG: Final = 3.0
 #: Pieces after the prefix asked for first when it lags, and their deadline in milliseconds.
 PREFIX_WINDOW: Final = 8
 PREFIX_DEADLINE_MS: Final = 2000
+#: Seconds from its first connected peer that a fetch waits for its first verified piece
+#: before a stall brings in web seeds. A super-seeding seed (BEP 16: the origin) reveals
+#: nothing to a new connection at first: libtorrent 2.1 skips the bootstrap HAVEs it means to
+#: send at the handshake, and offers the first piece once the peer has been connected (and
+#: uninterested) for 10 s -- a stall detector at the default ``stall_timeout`` (10 s) would
+#: take that wait for a stall and fetch the blob from the origin's web seed instead of from
+#: the swarm. 20 s leaves room for a busy host.
+FIRST_PIECE_GRACE: Final = 20.0
 #: Bytes read from a file and written into a sink per step.
 COPY_CHUNK: Final = 1024 * 1024
 #: Seconds between housekeeping rounds (seeding limits, status, record).
@@ -442,21 +451,28 @@ class Host:
             raise DownloadError(f"bittorrent: cannot read {path}: {exc}") from exc
         facts = [info.st_size, info.st_mtime_ns, info.st_ino, info.st_dev]
         known = self._entry(sha256)
-        if known.get("stat") != facts:
-            if sha256_file(path) != sha256:
-                raise LengthOrHashMismatchError(f"{path.name}: its sha256 is not {sha256}")
+        checked_before = known.get("stat") == facts
+        if not checked_before and sha256_file(path) != sha256:
+            raise LengthOrHashMismatchError(f"{path.name}: its sha256 is not {sha256}")
         torrent = None
         btih = known.get("btih")
         if isinstance(btih, str):
             torrent = self.cached_torrent(btih, info.st_size)
             if torrent is not None and (torrent.name != sha256 or torrent.length != info.st_size):
                 torrent = None
-        if torrent is None:
-            try:
+        try:
+            if torrent is not None and not checked_before:
+                # The torrent a download used came from a signed locator: the blob is seeded
+                # under it (its piece size may be an earlier rule's) once the file gives the
+                # same info hash -- a lying locator's torrent may carry this blob's name and
+                # length with other pieces, and seeding under it would serve nobody.
+                made = create_torrent(path, sha256_hex=sha256, piece_size=torrent.piece_length)
+                torrent = torrent if made.btih == torrent.btih else None
+            if torrent is None:
                 torrent = create_torrent(path, sha256_hex=sha256)
-            except (BittorrentError, ValueError) as exc:
-                raise DownloadError(f"bittorrent: no torrent for {path.name}: {exc}") from exc
-            self.keep_torrent(torrent)
+                self.keep_torrent(torrent)
+        except (BittorrentError, ValueError) as exc:
+            raise DownloadError(f"bittorrent: no torrent for {path.name}: {exc}") from exc
         self._index[sha256] = {"btih": torrent.btih, "stat": facts}
         _write_atomic(self.state / "torrents" / "index.json", _dump(self._index))
         return torrent
@@ -760,12 +776,15 @@ class _SwarmFetch:
     """One download from the swarm into a sink, written as its verified prefix grows.
 
     Each tick: the pieces libtorrent verified that continue the prefix are read from the
-    staging file and written into the sink (so the core sees steady progress and checks the
-    whole at the end); when the prefix has not moved for :data:`PREFIX_LAG` seconds, the next
-    :data:`PREFIX_WINDOW` pieces are asked for first (the rest stays rarest-first, which is
-    what spreads pieces over the swarm). The node's http(s) sources become web seeds after a
-    stall (:class:`Stalled`, ``stall_timeout``) -- so peers carry the load while there are any.
-    Without any peer for ``peer_timeout`` seconds, or without a verified byte for
+    staging file, each checked against its piece hash (libtorrent may report a piece before
+    all of it is written), and written into the sink (so the core sees steady progress and
+    checks the whole at the end); when the prefix has not moved for :data:`PREFIX_LAG`
+    seconds, the next :data:`PREFIX_WINDOW` pieces are asked for first (the rest stays
+    rarest-first, which is what spreads pieces over the swarm). The node's http(s) sources
+    become web seeds after a stall (:class:`Stalled`, ``stall_timeout``; before the first
+    verified piece, not within :data:`FIRST_PIECE_GRACE` seconds from the first connected
+    peer: a super-seeding origin starts slowly) -- so peers carry the load while there are
+    any. Without any peer for ``peer_timeout`` seconds, or without a verified byte for
     ``give_up_after`` seconds, the fetch fails and the core moves on to its other sources.
     """
 
@@ -781,6 +800,10 @@ class _SwarmFetch:
         self.web_added = False
         self.next_piece = 0
         self.deadlines = False
+        self.progressed = False  # a piece was verified during this fetch
+        self.hashes = torrent.piece_hashes()
+        self.unwritten: tuple[int, float] | None = None  # (piece, since) verified, not on disk
+        self.deferred_stall = False  # a stall before the first piece, judged at the grace
 
     async def add_web_seeds(self, why: str) -> None:
         if self.web_added or not self.web_seeds:
@@ -800,12 +823,24 @@ class _SwarmFetch:
         started = last_progress = prefix_moved = time.monotonic()
         last_have = -1
         peer_seen = False
+        first_peer_at: float | None = None
         finished = False
+
+        def first_piece_due(now: float) -> bool:
+            """Whether a stall now counts: a piece came before, or the grace from the first
+            connected peer is over (with no peer yet, ``peer_timeout`` decides)."""
+            if self.progressed:
+                return True
+            return first_peer_at is not None and now - first_peer_at >= FIRST_PIECE_GRACE
+
         with self.download.events() as events:
             while True:
                 for event in _drain(events):
                     if isinstance(event, Stalled):
-                        await self.add_web_seeds(f"stalled for {event.idle_seconds:.0f} s")
+                        if first_piece_due(time.monotonic()):
+                            await self.add_web_seeds(f"stalled for {event.idle_seconds:.0f} s")
+                        else:
+                            self.deferred_stall = True  # a super-seeding seed may be starting
                     elif isinstance(event, Started):
                         self.report.resumed = event.have_bytes if event.from_resume_data else 0
                     elif isinstance(event, Finished):
@@ -823,10 +858,16 @@ class _SwarmFetch:
                 now = time.monotonic()
                 stats = self.download.stats()
                 if stats.have_bytes > last_have:
+                    self.progressed = self.progressed or last_have >= 0
                     last_have = stats.have_bytes
                     last_progress = now
-                if stats.num_peers:
+                if stats.num_peers and not peer_seen:
                     peer_seen = True
+                    first_peer_at = now
+                if self.deferred_stall and first_piece_due(now):
+                    self.deferred_stall = False
+                    if not self.progressed:
+                        await self.add_web_seeds(f"no piece in {now - started:.0f} s")
                 if await self._write_prefix(finished or self.download.finished):
                     prefix_moved = now
                 if self.next_piece >= torrent.num_pieces:
@@ -869,14 +910,42 @@ class _SwarmFetch:
                 ready += 1
         if ready <= self.next_piece:
             return False
-        start = self.next_piece * torrent.piece_length
-        end = min(ready * torrent.piece_length, torrent.length)
-        await copy_into(self.download.path, self.sink, start, end)
-        self.next_piece = ready
+        moved = False
+        with open(self.download.path, "rb") as f:
+            while self.next_piece < ready:
+                index = self.next_piece
+                start = index * torrent.piece_length
+                size = min(torrent.piece_length, torrent.length - start)
+                data = await anyio.to_thread.run_sync(
+                    _read_piece, f.fileno(), start, size, self.hashes[index]
+                )
+                if data is None:
+                    # libtorrent counts a piece as verified once its hash passed, which can
+                    # be before all of it is written: read it again at the next tick
+                    self._not_written_yet(index)
+                    break
+                await self.sink.write(data)
+                self.next_piece += 1
+                moved = True
+        if not moved:
+            return False
+        self.unwritten = None
         if self.deadlines:
             self.deadlines = False
             await self.download.clear_piece_deadlines()
         return True
+
+    def _not_written_yet(self, index: int) -> None:
+        """Note that piece ``index`` is verified but its bytes on disk are not (yet) its own;
+        past ``give_up_after`` seconds that is a failure, not a write in progress."""
+        now = time.monotonic()
+        if self.unwritten is None or self.unwritten[0] != index:
+            self.unwritten = (index, now)
+        elif now - self.unwritten[1] >= self.host.settings.give_up_after:
+            raise DownloadError(
+                f"bittorrent: btih:{self.torrent.btih}: piece {index} on disk does not match "
+                f"its hash {now - self.unwritten[1]:.0f} s after libtorrent verified it"
+            )
 
     async def _ask_prefix_first(self) -> None:
         window = range(
@@ -912,6 +981,14 @@ async def copy_into(path: Path, sink: Sink, start: int, end: int) -> None:
             await sink.write(chunk)
             position += size
             await anyio.lowlevel.checkpoint()
+
+
+def _read_piece(fd: int, offset: int, size: int, sha1: bytes) -> bytes | None:
+    """The ``size`` bytes at ``offset`` when their SHA-1 is ``sha1``, else None (blocking)."""
+    data = os.pread(fd, size, offset)
+    if len(data) != size or hashlib.sha1(data).digest() != sha1:  # noqa: S324 - BitTorrent v1
+        return None
+    return data
 
 
 def _pread(fd: int, size: int, offset: int) -> bytes:

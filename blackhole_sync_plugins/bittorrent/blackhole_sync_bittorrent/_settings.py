@@ -6,10 +6,11 @@ libtorrent reports back (``session.get_settings()``), so a test can check the ef
 
 ``loopback_only=True`` (the default, so that nothing reaches the network by accident) means:
 no UPnP, no NAT-PMP, no local service discovery (LSD), no public DHT bootstrap routers, no
-WebTorrent STUN server, listening on ``127.0.0.1`` only (``listen_port`` or an ephemeral port),
-outgoing connections bound to ``127.0.0.1``, an IP filter blocking every other address for
-peers and DHT nodes (:func:`loopback_ip_filter`), and the DHT accepting several nodes per IP
-(``dht_restrict_routing_ips``, ``dht_restrict_search_ips``, ``dht_ignore_dark_internet`` and
+WebTorrent STUN server, peers over TCP only (no uTP: see :func:`build_settings`; this one
+``extra_settings`` may undo), listening on ``127.0.0.1`` only (``listen_port`` or an
+ephemeral port), outgoing connections bound to ``127.0.0.1``, an IP filter blocking every
+other address for peers and DHT nodes (:func:`loopback_ip_filter`), and the DHT accepting
+several nodes per IP (``dht_restrict_routing_ips``, ``dht_restrict_search_ips``, ``dht_ignore_dark_internet`` and
 ``dht_enforce_node_id`` off: every local node shares 127.0.0.1). Several peers per IP are
 always allowed (a swarm on one host, or nodes behind one NAT).
 
@@ -123,6 +124,11 @@ def build_settings(config: EngineConfig) -> dict[str, Any]:
         "active_seeds": -1,
         "active_limit": -1,
     }
+    if config.loopback_only:
+        # TCP only: uTP's congestion control has nothing to yield to on loopback, and it runs
+        # in user space -- with many sessions on one host it costs the CPU the swarm needs
+        # (two sessions: 42 MB/s over TCP, 13 to 21 MB/s uTP first). extra_settings may undo it.
+        settings.update(enable_outgoing_utp=False, enable_incoming_utp=False)
     settings.update(config.extra_settings)
     if config.loopback_only:
         # Applied last: extra_settings cannot reopen a path off the host.

@@ -28,11 +28,12 @@ MIB = 1024 * KIB
 @pytest.mark.parametrize(
     ("length", "piece", "pieces"),
     [
-        (1, 64 * KIB, 1),
-        (8 * MIB, 64 * KIB, 128),
-        (64 * MIB, 64 * KIB, 1024),
-        (64 * MIB + 1, 128 * KIB, 513),
-        (100 * MIB, 128 * KIB, 800),
+        (1, 256 * KIB, 1),
+        (8 * MIB, 256 * KIB, 32),
+        (64 * MIB, 256 * KIB, 256),
+        (100 * MIB, 256 * KIB, 400),
+        (256 * MIB, 256 * KIB, 1024),
+        (256 * MIB + 1, 512 * KIB, 513),
         (1024 * MIB, 1 * MIB, 1024),
         (16 * 1024 * MIB, 16 * MIB, 1024),
         (64 * 1024 * MIB, 16 * MIB, 4096),
@@ -62,7 +63,7 @@ def test_same_file_gives_the_same_bytes_wherever_it_is_and_whatever_it_is_called
     assert first.data == again.data == elsewhere.data
     assert first.name == digest
     assert first.length == 3 * MIB + 12345
-    assert first.piece_length == 64 * KIB
+    assert first.piece_length == 256 * KIB
 
     decoded = lt.bdecode(first.data)
     assert set(decoded) == {b"info", b"piece layers"}  # no date, creator, comment, trackers
@@ -151,3 +152,30 @@ def test_torrents_that_are_not_single_file_hybrids_named_by_a_hash_are_refused(
         Torrent.from_bytes(b"d4:infod4:name1:xee")
     with pytest.raises(MalformedTorrent):
         Torrent.from_bytes(b"not bencode at all")
+
+
+def test_a_blob_is_seeded_under_the_signed_torrent_it_came_by_never_under_a_lying_one(
+    tmp_path: Path,
+) -> None:
+    """What a node seeds a fetched blob under (``Host._verified_torrent``, offline): the torrent
+    it was fetched by when the file gives that info hash -- also one of an earlier piece-size
+    rule -- and its own torrent when the fetch followed a lying locator."""
+    from blackhole_sync_bittorrent._host import Host
+    from blackhole_sync_bittorrent._options import BittorrentSettings
+
+    blob, digest = make_blob(tmp_path / "blobs", 1 * MIB + 5, seed=4)
+    decoy, _ = make_blob(tmp_path / "decoy", 1 * MIB + 5, seed=5)
+    lie = create_torrent(decoy, sha256_hex=digest)  # the blob's name and length, other pieces
+    own = create_torrent(blob)
+    earlier = create_torrent(blob, piece_size=64 * KIB)  # the rule before: 64 KiB pieces
+    assert len({lie.btih, own.btih, earlier.btih}) == 3
+    host = Host(BittorrentSettings(state_dir=tmp_path / "state"))
+    host._open_state()
+    try:
+        host._index_download(lie)  # what a fetch by the lying locator leaves behind
+        assert host._verified_torrent(blob, digest).btih == own.btih
+        host._index_download(earlier)  # fetched by an honest torrent of the earlier rule
+        assert host._verified_torrent(blob, digest).btih == earlier.btih
+        assert host._verified_torrent(blob, digest).btih == earlier.btih  # remembered
+    finally:
+        host._close_state()
