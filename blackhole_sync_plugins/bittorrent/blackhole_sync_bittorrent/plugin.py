@@ -8,7 +8,7 @@ import pluggy
 
 from blackhole_sync import TransportSpec
 
-from .transport import BITTORRENT_TRANSPORT_SPEC
+from ._spec import BITTORRENT_TRANSPORT_SPEC
 
 __all__ = ["blackhole_sync_transports", "hookimpl"]
 

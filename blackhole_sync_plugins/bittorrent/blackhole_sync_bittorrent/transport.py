@@ -68,13 +68,11 @@ from blackhole_sync.fetch import (
     CAP_RANGE,
     CAP_SEED,
     CAP_SUBSCRIBE,
-    TRANSPORT_API,
     BaseTransport,
     Locator,
     MessageValidator,
     PeerMessage,
     Sink,
-    TransportSpec,
     Verdict,
 )
 
@@ -83,6 +81,7 @@ from ._errors import BittorrentError, DhtError
 from ._host import Host, Lease, NoPeersError, SwarmStalledError, acquire
 from ._options import BittorrentSettings
 from ._sources import TorrentMismatchError, fetch_torrent, torrent_relpath, web_seed_urls
+from ._spec import BITTORRENT_TRANSPORT_SPEC
 from ._torrent import create_torrent
 
 __all__ = [
@@ -431,14 +430,3 @@ class BittorrentTransport(BaseTransport):
                 yield message
 
 
-BITTORRENT_TRANSPORT_SPEC = TransportSpec(
-    name="bittorrent",
-    factory=BittorrentTransport,
-    api=TRANSPORT_API,
-    backends=frozenset({"asyncio", "trio"}),
-    locator_kinds=frozenset({"btih"}),
-    before_sources=True,
-    companions=torrent_companions,
-    description="BitTorrent (libtorrent): btih locators, a swarm with the node's http(s) "
-    "sources as web seeds, seeding kept blobs, BEP 44 announcements",
-)
