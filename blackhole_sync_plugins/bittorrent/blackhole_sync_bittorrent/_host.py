@@ -104,6 +104,9 @@ COPY_CHUNK: Final = 1024 * 1024
 HOUSEKEEPING: Final = 2.0
 #: Largest state file read back (seeding record, torrent index).
 MAX_STATE_FILE: Final = 8 * 1024 * 1024
+#: Torrents read from a repository's ``torrents/`` folder at most (once per folder): what an
+#: origin seeds older releases under (the info hashes their manifests signed).
+MAX_REPOSITORY_TORRENTS: Final = 10_000
 
 STATUS_FILE: Final = "status.json"
 SEEDING_FILE: Final = "seeding.json"
@@ -271,6 +274,8 @@ class Host:
         self._published: dict[str, _Offered] = {}
         self._record: dict[str, Any] = {"generation": 0, "blobs": {}}
         self._index: dict[str, dict[str, Any]] = {}
+        #: a repository's ``torrents/`` folder -> its torrents by blob name (the origin's)
+        self._repository_torrents: dict[Path, dict[str, list[Torrent]]] = {}
         self._seed_lock = anyio.Lock()
         self._totals = _Totals()
         self._last_status = ""
@@ -460,6 +465,11 @@ class Host:
             torrent = self.cached_torrent(btih, info.st_size)
             if torrent is not None and (torrent.name != sha256 or torrent.length != info.st_size):
                 torrent = None
+        from_repository = False
+        if torrent is None:
+            torrent = self._repository_torrent(path, sha256, info.st_size)
+            from_repository = torrent is not None
+            checked_before = checked_before and not from_repository  # rebuilt and compared below
         try:
             if torrent is not None and not checked_before:
                 # The torrent a download used came from a signed locator: the blob is seeded
@@ -468,6 +478,8 @@ class Host:
                 # length with other pieces, and seeding under it would serve nobody.
                 made = create_torrent(path, sha256_hex=sha256, piece_size=torrent.piece_length)
                 torrent = torrent if made.btih == torrent.btih else None
+                if torrent is not None and from_repository:
+                    self.keep_torrent(torrent)  # found by its info hash from now on
             if torrent is None:
                 torrent = create_torrent(path, sha256_hex=sha256)
                 self.keep_torrent(torrent)
@@ -476,6 +488,32 @@ class Host:
         self._index[sha256] = {"btih": torrent.btih, "stat": facts}
         _write_atomic(self.state / "torrents" / "index.json", _dump(self._index))
         return torrent
+
+    def _repository_torrent(self, path: Path, sha256: str, length: int) -> Torrent | None:
+        """The ``.torrent`` a repository serves for the blob at ``path`` (``REPO/blobs/<sha>``
+        beside ``REPO/torrents/``), or None: the torrent the release's manifest signed, which
+        an origin must seed under even when it was built under an earlier piece-size rule.
+        A candidate only: the caller seeds under it only if the file rebuilds its info hash.
+        At most :data:`MAX_REPOSITORY_TORRENTS` files are read, once per folder."""
+        if path.parent.name != "blobs":
+            return None
+        folder = path.parent.parent / "torrents"
+        by_name = self._repository_torrents.get(folder)
+        if by_name is None:
+            by_name = {}
+            try:
+                entries = sorted(folder.glob("*.torrent"))[:MAX_REPOSITORY_TORRENTS]
+            except OSError:
+                entries = []
+            for entry in entries:
+                try:
+                    with open(entry, "rb") as f:
+                        found = Torrent.from_bytes(f.read(MAX_STATE_FILE))
+                except (OSError, TorrentRefused, ValueError):
+                    continue  # not a torrent this plugin made: ignored
+                by_name.setdefault(found.name, []).append(found)
+            self._repository_torrents[folder] = by_name
+        return next((t for t in by_name.get(sha256, []) if t.length == length), None)
 
     # -- fetching
 

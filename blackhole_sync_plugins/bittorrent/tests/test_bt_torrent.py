@@ -179,3 +179,34 @@ def test_a_blob_is_seeded_under_the_signed_torrent_it_came_by_never_under_a_lyin
         assert host._verified_torrent(blob, digest).btih == earlier.btih  # remembered
     finally:
         host._close_state()
+
+
+def test_an_origin_seeds_an_older_release_under_the_torrent_its_repository_serves(
+    tmp_path: Path,
+) -> None:
+    """``REPO/blobs/<sha>`` beside ``REPO/torrents/<btih>.torrent``: a release built under an
+    earlier piece-size rule is seeded under the info hash its manifest signed (the repository's
+    torrent), also by an origin starting with fresh state; a torrent there that the file does
+    not rebuild (other pieces under the blob's name) is not used."""
+    from blackhole_sync_bittorrent._host import Host
+    from blackhole_sync_bittorrent._options import BittorrentSettings
+
+    repo = tmp_path / "repo"
+    old, old_digest = make_blob(repo / "blobs", 1 * MIB + 5, seed=6)
+    new, new_digest = make_blob(repo / "blobs", 1 * MIB + 7, seed=7)
+    decoy, _ = make_blob(tmp_path / "decoy", 1 * MIB + 7, seed=8)
+    signed_old = create_torrent(old, piece_size=64 * KIB)  # built under the earlier rule
+    lie = create_torrent(decoy, sha256_hex=new_digest)  # the new blob's name, other pieces
+    (repo / "torrents").mkdir()
+    for torrent in (signed_old, lie):
+        (repo / "torrents" / f"{torrent.btih}.torrent").write_bytes(torrent.data)
+    (repo / "torrents" / "junk.torrent").write_bytes(b"not a torrent")
+    assert signed_old.btih != create_torrent(old).btih
+    for run in range(2):  # fresh state, then the state the first run left
+        host = Host(BittorrentSettings(state_dir=tmp_path / "origin-state"))
+        host._open_state()
+        try:
+            assert host._verified_torrent(old, old_digest).btih == signed_old.btih, run
+            assert host._verified_torrent(new, new_digest).btih == create_torrent(new).btih
+        finally:
+            host._close_state()
