@@ -21,6 +21,7 @@ download. A caller that knows a patch is coming can start the child first
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import pickle
@@ -142,6 +143,12 @@ class ApplyWorker:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.communicate()
+        # after a timed-out communicate() the request pipe may still be open (and hold
+        # unsent bytes: closing it may meet the dead reader)
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if pipe is not None and not pipe.closed:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
     def __enter__(self) -> ApplyWorker:
         return self
