@@ -84,9 +84,20 @@ class World:
         self.url = wait_for_line(origin, lambda line: line.startswith("http://"), 60).strip()
 
     def origin_sent(self, relpath: str) -> int:
-        """What the origin's HTTP server sent of ``relpath`` (its own counters)."""
-        status = read_json(self.repo.path / ".bhsync" / "origin" / "status.json")
-        return int(((status.get("http") or {}).get("by_path") or {}).get(relpath, 0))
+        """What the origin's HTTP server sent of ``relpath`` (its own counters), once settled:
+        the origin rewrites them every second while they change, so the figure is read until
+        it has not changed for 2.5 s (15 s at most)."""
+        path = self.repo.path / ".bhsync" / "origin" / "status.json"
+        deadline = time.monotonic() + 15
+        last, since = None, time.monotonic()
+        while True:
+            status = read_json(path)
+            sent = int(((status.get("http") or {}).get("by_path") or {}).get(relpath, 0))
+            if sent != last:
+                last, since = sent, time.monotonic()
+            if time.monotonic() - since >= 2.5 or time.monotonic() > deadline:
+                return sent
+            time.sleep(0.25)
 
     def node(self, name: str, **bittorrent: Any) -> Path:
         path = self.tmp / name
