@@ -425,3 +425,62 @@ async def test_a_listed_plan_that_does_not_verify_holds_its_release_back_until_i
     for node in nodes:
         await manager_do(node, lambda m: m.sync_with_network())
     assert [current(n) for n in nodes] == ["1.1.0", "1.0.0"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_state_database_locked_by_another_command_drops_a_message_not_the_agent(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The agent's coordination listener writes what peers report into the state database; a
+    command holding its write lock past the timeout (``node vote`` under load did) costs that
+    one message, logged, and the listener goes on -- it used to end the agent."""
+    import sqlite3
+
+    from blackhole_sync.documents import NodeStatusDoc
+    from blackhole_sync.network.messages import Decided, Verdict
+    from blackhole_sync.network.service import CoordinationService
+    from blackhole_sync.node import StateDB
+
+    world = CoordWorld(tmp_path)
+    world.publish("1.0.0")
+    nodes = [world.node(f"n{i}") for i in range(2)]
+    world.validators(nodes)
+    await update(nodes[0], "1.0.0")
+
+    def status(seq: int) -> Decided:
+        from blackhole_sync.codecs import load_private_key
+
+        key = load_private_key(nodes[1] / "identity.key")
+        doc = NodeStatusDoc(key.public_key.hex, "blackhole", seq, now() + dt.timedelta(hours=1),
+                            "1.0.0", "active")  # fmt: skip
+        env = Envelope.sign(doc.to_dict(), [key])
+        return Decided(Verdict.ACCEPT, "", "status", doc, key.public_key.hex, seq, env)
+
+    class Peers:  # what the listener asks of the peer network
+        def __init__(self, items: list[Decided]) -> None:
+            self.items = items
+
+        async def catch_up(self, kind: str) -> list[Decided]:
+            return []
+
+        async def messages(self, kinds: Any) -> Any:
+            for item in self.items:
+                yield item
+
+    store = StateDB.open(nodes[0] / "state.db")
+    store.conn.execute("PRAGMA busy_timeout = 100")
+    service = CoordinationService(nodes[0], make_plugin_manager(), store)
+    woken: list[str] = []
+    other = sqlite3.connect(nodes[0] / "state.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another command's write transaction
+        await service.listen(Peers([status(1)]), woken.append)  # type: ignore[arg-type]
+        assert "database is locked" in caplog.text
+        other.execute("ROLLBACK")
+        await service.listen(Peers([status(2)]), woken.append)  # type: ignore[arg-type]
+        view = service.coordinator.store.get_meta("coordination:view")
+        assert view is not None and CoordWorld.node_id(nodes[1]) in view
+    finally:
+        other.close()
+        store.close()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -187,15 +188,23 @@ class CoordinationService:
         """Feed accepted coordination messages to the coordinator (catching up first)."""
         for kind in ("certificate", "halt", "status"):
             for decided in await peers.catch_up(kind):
-                self._handle(
-                    self.coordinator.on_message(kind, decided.document, decided.envelope), wake
-                )
+                try:
+                    happened = self.coordinator.on_message(
+                        kind, decided.document, decided.envelope
+                    )
+                except (BlackholeSyncError, sqlite3.Error) as exc:
+                    log.warning("coordination could not take a %s: %s", kind, exc)
+                    continue
+                self._handle(happened, wake)
         async for decided in peers.messages(COORDINATION_KINDS):
             try:
                 happened = self.coordinator.on_message(
                     decided.kind, decided.document, decided.envelope
                 )
-            except BlackholeSyncError as exc:
+            except (BlackholeSyncError, sqlite3.Error) as exc:
+                # sqlite3: the state database stayed locked past its timeout (a command such
+                # as `node vote` writing): the message is dropped, peers' catch-up brings it
+                # again; the agent goes on
                 log.warning("coordination could not take a %s: %s", decided.kind, exc)
                 continue
             self._handle(happened, wake)
@@ -207,6 +216,6 @@ class CoordinationService:
         while True:
             try:
                 self._handle(await self.coordinator.tick(publish, catch_up), wake)
-            except (BlackholeSyncError, OSError, ValueError) as exc:
+            except (BlackholeSyncError, OSError, ValueError, sqlite3.Error) as exc:
                 log.warning("coordination tick failed: %s", exc)
             await anyio.sleep(TICK)
