@@ -30,6 +30,7 @@ rollback is named as such, never reported as "up to date".
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 from pathlib import Path
@@ -204,8 +205,11 @@ async def _listen(peers: PeerNetwork, node_dir: Path, wake: _Wake) -> None:
 
     for decided in await peers.catch_up("announcement"):
         consider(decided)
-    async for decided in peers.messages(["announcement"]):
-        consider(decided)
+    # closed here, in this task, also when the loop ends by an exception (an async
+    # generator holding a task group must not be finalised from another task)
+    async with contextlib.aclosing(peers.messages(["announcement"])) as messages:
+        async for decided in messages:
+            consider(decided)
 
 
 async def seed_kept_blobs(peers: PeerNetwork, node_dir: Path) -> list[str]:

@@ -14,7 +14,7 @@ of accepted payloads), so a buggy plugin cannot slip a message past it.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -145,7 +145,7 @@ class PeerNetwork:
 
     # -- receiving ---------------------------------------------------------------------------
 
-    async def messages(self, kinds: Iterable[str]) -> AsyncIterator[Decided]:
+    async def messages(self, kinds: Iterable[str]) -> AsyncGenerator[Decided, None]:
         """Accepted messages of ``kinds`` from every subscribing transport, as they arrive."""
         kinds = frozenset(kinds)
         send, receive = anyio.create_memory_object_stream[Decided](MESSAGE_BUFFER)

@@ -21,6 +21,7 @@ statements; the node's lock is not taken, so operator commands and cycles run in
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import sqlite3
@@ -196,18 +197,21 @@ class CoordinationService:
                     log.warning("coordination could not take a %s: %s", kind, exc)
                     continue
                 self._handle(happened, wake)
-        async for decided in peers.messages(COORDINATION_KINDS):
-            try:
-                happened = self.coordinator.on_message(
-                    decided.kind, decided.document, decided.envelope
-                )
-            except (BlackholeSyncError, sqlite3.Error) as exc:
-                # sqlite3: the state database stayed locked past its timeout (a command such
-                # as `node vote` writing): the message is dropped, peers' catch-up brings it
-                # again; the agent goes on
-                log.warning("coordination could not take a %s: %s", decided.kind, exc)
-                continue
-            self._handle(happened, wake)
+        # closed here, in this task, also when the loop ends by an exception (an async
+        # generator holding a task group must not be finalised from another task)
+        async with contextlib.aclosing(peers.messages(COORDINATION_KINDS)) as messages:
+            async for decided in messages:
+                try:
+                    happened = self.coordinator.on_message(
+                        decided.kind, decided.document, decided.envelope
+                    )
+                except (BlackholeSyncError, sqlite3.Error) as exc:
+                    # sqlite3: the state database stayed locked past its timeout (a command such
+                    # as `node vote` writing): the message is dropped, peers' catch-up brings it
+                    # again; the agent goes on
+                    log.warning("coordination could not take a %s: %s", decided.kind, exc)
+                    continue
+                self._handle(happened, wake)
 
     async def run(self, peers: PeerNetwork | None, wake: Callable[[str], None]) -> None:
         """Tick about once a second until cancelled."""
