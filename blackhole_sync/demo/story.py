@@ -271,30 +271,38 @@ class Story:
         self.figures.setdefault("time_to_full_coverage_s", {})["1.1.0"] = (
             round(self.view.elapsed() - started, 1) if done else None
         )
-        in_order, by_delta = True, True
-        for node in self.online:
-            entry = next((h for h in history(node.path) if h["to"] == "1.1.0"), None)
-            if entry is None:
-                in_order = False
-                continue
-            by_delta = by_delta and entry["method"] == "delta"
-            installed = _epoch(entry["time"])
-            opens = start + phases[node.name] * PHASE_SECONDS
-            if installed < opens - 1:  # whole seconds in the history
-                in_order = False
-                self.view.say(f"{node.name} installed 1.1.0 before its phase opened")
-        # the last nodes to switch may still be running their health checks: give them time
+        # the last nodes to switch may still be running their health checks, and an install
+        # enters a node's history only once they pass: wait for both before judging the order
         healthy = self.wait(
             lambda: all(
                 self.view.rows[n.name].health in ("good", "installed") for n in self.online
             ),
             60,
         )
+
+        def entries() -> dict[str, dict[str, Any]]:
+            found = {}
+            for node in self.online:
+                entry = next((h for h in history(node.path) if h["to"] == "1.1.0"), None)
+                if entry is not None:
+                    found[node.name] = entry
+            return found
+
+        recorded = self.wait(lambda: len(entries()) == len(self.online), 30)
+        in_order, by_delta = True, True
+        for name, entry in sorted(entries().items()):
+            by_delta = by_delta and entry["method"] == "delta"
+            installed = _epoch(entry["time"])
+            opens = start + phases[name] * PHASE_SECONDS
+            if installed < opens - 1:  # whole seconds in the history
+                in_order = False
+                self.view.say(f"{name} installed 1.1.0 before its phase opened")
         self._show_origin()
         missed = [
             what
             for what, held in (
                 ("not every node got it in time", done),
+                ("an install missing from a node's history", recorded),
                 ("an install before its phase", in_order),
                 ("a full download instead of the delta", by_delta),
                 ("a node not healthy", healthy),

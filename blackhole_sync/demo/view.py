@@ -49,19 +49,31 @@ class NodeRow:
         return max(0, self.fetched - self.from_peers)
 
 
+#: Seconds a read of a node's state database keeps retrying while a writer holds it (an agent
+#: committing with synchronous=FULL on a loaded machine can hold it past one busy timeout).
+READ_PATIENCE = 10.0
+
+
 def _query(db: Path, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-    if not db.exists():
-        return []
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
-    except sqlite3.Error:
-        return []
-    try:
-        return list(conn.execute(sql, tuple(args)).fetchall())
-    except sqlite3.Error:
-        return []
-    finally:
-        conn.close()
+    """Rows of a read-only query, [] when the database is not there (yet). A locked or busy
+    database is read again until :data:`READ_PATIENCE` runs out: an empty answer must mean
+    "nothing there", not "could not look" (the story's checks read histories through it)."""
+    deadline = time.monotonic() + READ_PATIENCE
+    while True:
+        if not db.exists():
+            return []
+        try:
+            conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+            try:
+                return list(conn.execute(sql, tuple(args)).fetchall())
+            finally:
+                conn.close()
+        except sqlite3.OperationalError:
+            if time.monotonic() >= deadline:
+                return []
+            time.sleep(0.2)
+        except sqlite3.Error:
+            return []
 
 
 def meta(node: Path, key: str) -> Any:
