@@ -430,7 +430,7 @@ async def test_a_listed_plan_that_does_not_verify_holds_its_release_back_until_i
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_a_state_database_locked_by_another_command_drops_a_message_not_the_agent(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
 ) -> None:
     """The agent's coordination listener writes what peers report into the state database; a
     command holding its write lock past the timeout (``node vote`` under load did) costs that
@@ -476,8 +476,9 @@ async def test_a_state_database_locked_by_another_command_drops_a_message_not_th
     try:
         other.execute("BEGIN IMMEDIATE")  # another command's write transaction
         await service.listen(Peers([status(1)]), woken.append)  # type: ignore[arg-type]
-        assert "database is locked" in caplog.text
         other.execute("ROLLBACK")
+        before = service.coordinator.store.get_meta("coordination:view")
+        assert before is None or CoordWorld.node_id(nodes[1]) not in before  # not taken
         await service.listen(Peers([status(2)]), woken.append)  # type: ignore[arg-type]
         view = service.coordinator.store.get_meta("coordination:view")
         assert view is not None and CoordWorld.node_id(nodes[1]) in view
