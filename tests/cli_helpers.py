@@ -427,3 +427,28 @@ def wait_for(predicate: Any, timeout: float = 10.0, step: float = 0.05) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         time.sleep(step)
+
+
+# -- what a command imports (tests/test_cli_imports.py, tests/test_startup.py) ----------
+
+_PROBE = """
+import json, sys
+from blackhole_sync.cli.main import build_parser, main
+if sys.argv[2:]:
+    code = main(sys.argv[2:])
+else:
+    build_parser()
+    code = 0
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
+"""
+
+
+def loaded_by(tmp_path: Path, *argv: str) -> set[str]:
+    """The modules loaded by running ``blackhole-sync ARGV`` (just the parser when empty)."""
+    report = tmp_path / "modules.json"
+    proc = run([sys.executable, "-c", _PROBE, str(report), *argv], timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(report.read_text())
+    assert result["code"] == 0, proc.stderr
+    return set(result["modules"])

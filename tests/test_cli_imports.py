@@ -4,11 +4,11 @@ stack). Each check runs the real entry point in a fresh interpreter and lists ``
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
+from cli_helpers import loaded_by
 
 from blackhole_sync.documents import PrivateKey
 from blackhole_sync.testing import run
@@ -21,29 +21,6 @@ LAYERS = (
     "blackhole_sync.release",
     "blackhole_sync.manager",
 )
-
-_PROBE = """
-import json, sys
-from blackhole_sync.cli.main import build_parser, main
-if sys.argv[2:]:
-    code = main(sys.argv[2:])
-else:
-    build_parser()
-    code = 0
-with open(sys.argv[1], "w") as out:
-    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
-"""
-
-
-def loaded_by(tmp_path: Path, *argv: str) -> set[str]:
-    """The modules loaded by running ``blackhole-sync ARGV`` (just the parser when empty)."""
-    report = tmp_path / "modules.json"
-    proc = run([sys.executable, "-c", _PROBE, str(report), *argv], timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(report.read_text())
-    assert result["code"] == 0, proc.stderr
-    return set(result["modules"])
-
 
 @pytest.fixture(scope="module")
 def node(tmp_path_factory: pytest.TempPathFactory) -> Path:

