@@ -137,12 +137,12 @@ class Node:
             await h.publish(r["kind"], bytes.fromhex(r["payload"]))
             return {"ok": True, "t": time.time()}
         if cmd == "inject":
-            sent = await self.inject(r["kind"], [bytes.fromhex(p) for p in r["payloads"]])
-            return {"sent": sent, "t": time.time()}
+            to = await self.inject(r["kind"], [bytes.fromhex(p) for p in r["payloads"]])
+            return {"sent": len(to), "to": to, "t": time.time()}
         if cmd == "flood":
             payloads = [b"forged-%d-" % i + b"x" * 64 for i in range(int(r["count"]))]
-            sent = await self.inject(r["kind"], payloads, batch=50)
-            return {"sent": sent}
+            to = await self.inject(r["kind"], payloads, batch=50)
+            return {"sent": len(to), "to": to}
         if cmd == "received":
             return {"messages": self.received}
         if cmd == "counters":
@@ -175,8 +175,8 @@ class Node:
             return {"settings": h.effective_settings()}
         raise ValueError(f"unknown command {cmd!r}")
 
-    async def inject(self, kind: str, payloads: list[bytes], batch: int = 1) -> int:
-        """Write libp2p-signed messages straight to every pubsub peer."""
+    async def inject(self, kind: str, payloads: list[bytes], batch: int = 1) -> list[str]:
+        """Write libp2p-signed messages straight to every pubsub peer; the ones written to."""
         pubsub = self.host._pubsub
         assert pubsub is not None
         topic = self.host.config.topics[kind]
@@ -193,13 +193,15 @@ class Node:
             msg.key = pubsub.host.get_public_key().serialize()
             messages.append(msg)
         peers: list[ID] = list(pubsub.peers)
+        written: set[str] = set()
         for i in range(0, len(messages), batch):
             rpc = rpc_pb2.RPC(publish=messages[i : i + batch])
             for peer in peers:
                 stream = pubsub.peers.get(peer)
                 if stream is not None:
                     await pubsub.write_msg(stream, rpc)
-        return len(peers)
+                    written.add(str(peer))
+        return sorted(written)
 
 
 def emit(obj: dict[str, Any]) -> None:
