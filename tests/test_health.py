@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,12 @@ from blackhole_sync.node.health import (
 pytestmark = pytest.mark.anyio
 
 PY = sys.executable
+
+
+def _marker(seconds: int) -> str:
+    """A sleep duration no other test (or parametrization, maybe on another worker) uses, so
+    :func:`_leftovers` finds this test's processes only."""
+    return f"{seconds}.{secrets.randbelow(10**6):06d}"
 
 
 def _leftovers(marker: str) -> list[psutil.Process]:
@@ -124,7 +131,7 @@ async def test_failing_health_command_is_a_failure(tmp_path: Path) -> None:
 
 
 async def test_hanging_health_command_killed_with_its_process_group(tmp_path: Path) -> None:
-    marker = "60.4242"
+    marker = _marker(60)
     # The check forks a grandchild: killing only the direct child would leave it running.
     cmd = Command(("sh", "-c", f"sleep {marker} & sleep {marker}; wait"), timeout=1)
     started = time.monotonic()
@@ -142,7 +149,7 @@ async def test_plain_sleep_60_with_timeout_1(tmp_path: Path) -> None:
 
 
 async def test_background_process_left_by_check_is_killed(tmp_path: Path) -> None:
-    marker = "61.4242"
+    marker = _marker(61)
     cmd = Command(("sh", "-c", f"sleep {marker} >/dev/null 2>&1 & exit 0"), timeout=10)
     result = await run_command_check(cmd, cwd=tmp_path)
     assert result.ok
@@ -167,7 +174,7 @@ async def test_no_shell_interpretation(tmp_path: Path) -> None:
 
 
 async def test_cancelling_the_caller_kills_the_check(tmp_path: Path) -> None:
-    marker = "62.4242"
+    marker = _marker(62)
     with anyio.move_on_after(0.5):
         await run_command_check(Command(("sleep", marker), timeout=60), cwd=tmp_path)
     assert _leftovers(marker) == []
@@ -354,7 +361,7 @@ def test_the_guard_and_the_store_count_the_same_failures(tmp_path: Path) -> None
 
 
 async def test_restart_command_leaves_the_service_running(tmp_path: Path) -> None:
-    marker = "63.4242"
+    marker = _marker(63)
     result = await run_restart_command(
         ["sh", "-c", f"sleep {marker} >/dev/null 2>&1 </dev/null & echo restarted"],
         timeout=10,
