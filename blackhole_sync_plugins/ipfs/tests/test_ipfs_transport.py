@@ -210,9 +210,12 @@ async def test_a_blob_longer_than_the_manifest_says_is_cut_at_the_cap(
         "publish", path=str(path), sha256=hashlib.sha256(data).hexdigest()
     )
     signed_length = len(data) - 1000  # what the (lying) manifest says
-    result = await net.b.call(
-        "fetch", kind="cid", value=cid, max_length=signed_length, expected_length=signed_length
-    )
+    for _attempt in range(3):  # a block slower than FETCH_TIMEOUT (a loaded machine): again
+        result = await net.b.call(
+            "fetch", kind="cid", value=cid, max_length=signed_length, expected_length=signed_length
+        )
+        if result["failure"]["error"] != "CidUnavailableError":
+            break
     assert result["failure"]["error"] == "LengthExceededError"
     assert result["received"] <= signed_length
 
