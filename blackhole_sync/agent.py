@@ -4,9 +4,10 @@ Each cycle opens the node (taking its lock only for the cycle, so operator comma
 ``node status`` or ``node confirm`` get in between), runs
 :meth:`UpdateManager.sync_with_network`, and sleeps ``check_interval`` seconds (or until the
 next time the policy asked to be consulted, whichever is sooner) -- unless the peer network
-wakes it first. SIGTERM and SIGINT stop it cleanly: a download stops at once, while an install
-in progress runs to its end (commit or rollback; the store's journal would finish or undo it
-on the next start anyway).
+wakes it first. A cycle that failed is tried again after :data:`FAILED_RETRY` seconds, doubling
+with each failure in a row up to the check interval. SIGTERM and SIGINT stop it cleanly: a
+download stops at once, while an install in progress runs to its end (commit or rollback; the
+store's journal would finish or undo it on the next start anyway).
 
 The peer side (:class:`~blackhole_sync.network.PeerNetwork`, when a peer-to-peer transport is
 installed and ``[network] peer_to_peer`` is on) lives as long as the agent: it catches up on
@@ -53,6 +54,19 @@ log = logging.getLogger(__name__)
 #: Seconds before a cycle that found the node locked (by a command, or the status broadcast)
 #: is tried again.
 LOCKED_RETRY = 5.0
+#: Seconds before a failed cycle (a source that timed out, a fetch cut short) is tried again,
+#: doubled after each failure in a row up to the check interval: an install due at a
+#: protocol's activation height is not left for a whole interval by one bad moment.
+FAILED_RETRY = 15.0
+
+
+def _retry_after(failures: int, period: float) -> float:
+    """Seconds before the next try after ``failures`` failed cycles in a row (and one more)."""
+    return min(period, FAILED_RETRY * 2.0 ** min(failures, 32))
+
+
+class _CheckFailed(BlackholeSyncError):
+    """The cycle's check could not be completed (``run_cycle(..., raise_on_failure=True)``)."""
 
 
 async def run_cycle(
@@ -61,8 +75,12 @@ async def run_cycle(
     trigger: str = "poll",
     plugins: PluginHost | None = None,
     peers: PeerNetwork | None = None,
+    raise_on_failure: bool = False,
 ) -> tuple[str, float | None]:
-    """One check-and-act cycle. Returns (summary, seconds until the policy wants a look)."""
+    """One check-and-act cycle. Returns (summary, seconds until the policy wants a look).
+
+    A check that could not be completed (no source answered, a fetch failed) is a summary
+    starting "check failed", or with ``raise_on_failure`` a :class:`BlackholeSyncError`."""
     from .manager import UpdateManager
 
     async with UpdateManager(node_dir, plugins=plugins, peers=peers) as manager:
@@ -79,6 +97,8 @@ async def run_cycle(
             await manager.record_baseline_sample()
         result = await manager.sync_with_network(trigger=trigger)
         if result.error is not None:
+            if raise_on_failure:
+                raise _CheckFailed(str(result.error))
             return f"check failed: {result.error}", None
         if result.installed is not None:
             r = result.installed
@@ -293,12 +313,23 @@ async def run_agent(
                 tg.start_soon(coordination.listen, peers, wake.ring)
             tg.start_soon(coordination.run, peers, wake.ring)
         trigger = "start"
+        failures = 0
         while True:
             wait: float | None = None
             try:
-                summary, wait = await run_cycle(
-                    node_dir, trigger=trigger, plugins=plugins, peers=peers
-                )
+                try:
+                    summary, wait = await run_cycle(
+                        node_dir,
+                        trigger=trigger,
+                        plugins=plugins,
+                        peers=peers,
+                        raise_on_failure=not once,
+                    )
+                    failures = 0
+                except _CheckFailed as exc:
+                    wait = _retry_after(failures, period)
+                    failures += 1
+                    summary = f"check failed: {exc}; retrying in {wait:g} s"
                 print(f"{utcnow_precise():%Y-%m-%dT%H:%M:%SZ} {summary}", flush=True)
                 if coordination is not None:
                     coordination.reload()
@@ -308,9 +339,12 @@ async def run_agent(
                 print("node busy (another command holds its lock); will retry", flush=True)
                 wait = LOCKED_RETRY  # soon: not a whole check interval later
             except BlackholeSyncError as exc:
-                print(f"cycle failed: {exc}", flush=True)
                 if once:
+                    print(f"cycle failed: {exc}", flush=True)
                     raise
+                wait = _retry_after(failures, period)
+                failures += 1
+                print(f"cycle failed: {exc}; retrying in {wait:g} s", flush=True)
             if once:
                 tg.cancel_scope.cancel()
                 return

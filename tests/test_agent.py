@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,40 @@ async def test_version_is_marked_good_only_after_its_health_window(tmp_path: Pat
     assert await watch(node, later) == "good"
     with NodeStore.open(node) as store:
         assert store.version_state("1.0.0") == "good"
+
+
+@pytest.mark.anyio
+async def test_a_failed_cycle_is_retried_soon_not_a_check_interval_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import anyio
+
+    from blackhole_sync import agent
+    from blackhole_sync.fetch import make_plugin_manager
+
+    node = setup(tmp_path, window=None)
+    hidden = tmp_path / "repo-away"
+    (tmp_path / "repo").rename(hidden)  # the only source is gone: the first cycle fails
+    monkeypatch.setattr(agent, "FAILED_RETRY", 0.2)
+
+    def current() -> str | None:  # without the node's lock, which the agent may hold
+        link = node / "current"
+        return link.resolve().name if link.is_symlink() else None
+
+    async def bring_the_source_back() -> None:
+        with anyio.fail_after(30):
+            while "check failed" not in capsys.readouterr().out:  # noqa: ASYNC110 - polls output
+                await anyio.sleep(0.05)
+        hidden.rename(tmp_path / "repo")
+        with anyio.fail_after(30):  # the check interval is an hour: only the retry installs
+            while current() != "1.1.0":  # noqa: ASYNC110 - polls another task's result
+                await anyio.sleep(0.1)
+
+    async with anyio.create_task_group() as tg:
+        # check_interval: the default hour; no plugins (no peer network: the core's loop alone)
+        tg.start_soon(
+            partial(agent.run_agent, node, plugins=make_plugin_manager(load_entrypoints=False))
+        )
+        await bring_the_source_back()
+        tg.cancel_scope.cancel()
+    assert current() == "1.1.0"
