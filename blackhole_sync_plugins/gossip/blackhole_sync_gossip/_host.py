@@ -99,6 +99,7 @@ from ._wire import (
     write_frame,
     write_list,
 )
+from ._yamux import use_half_window_yamux
 
 __all__ = ["GossipHost", "open_gossip_host"]
 
@@ -508,6 +509,7 @@ class GossipHost:
         # watermark, ignoring our per-direction limits and backoff; our own
         # dialer (_maintain_connections) replaces it.
         swarm = host.get_network()
+        use_half_window_yamux(swarm)
         auto = getattr(swarm, "auto_connector", None)
         if auto is not None:
 

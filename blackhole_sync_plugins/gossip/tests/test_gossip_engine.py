@@ -199,3 +199,53 @@ def test_loopback_only_settings_are_what_the_host_does() -> None:
     assert settings["topics"]["announcement"] == "/blackhole/testnet/announcement/1"
     assert settings["mesh"] == {"D": 6, "D_lo": 5, "D_hi": 12, "heartbeat_s": 1}
     assert settings["score"]["graylist_threshold"] > float("-inf")
+
+
+def test_received_messages_are_credited_back_in_half_window_updates(
+    net: Network, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # py-libp2p credits every read back with a WINDOW_UPDATE frame (two or three per pubsub
+    # message); go-yamux, and our host, only once half the 256 KiB window has been read.
+    from libp2p.stream_muxer.yamux.yamux import YamuxStream
+
+    updates: list[int] = []
+    send_window_update = YamuxStream.send_window_update
+
+    async def counted(self: YamuxStream, increment: int, skip_lock: bool = False) -> None:
+        updates.append(increment)
+        await send_window_update(self, increment, skip_lock)
+
+    monkeypatch.setattr(YamuxStream, "send_window_update", counted)
+    [peer] = net.start({"seed": seed(203)})
+    count, text = 400, "x" * 600  # about 320 KiB on the wire: past half the window twice
+    received: list[InboundMessage] = []
+
+    async def main() -> None:
+        cfg = config(peer, peer_rate_per_second=1000.0, peer_rate_burst=1000)
+        host = GossipHost(cfg, validate=Validator())
+        async with trio.open_nursery() as nursery:
+            await nursery.start(host.run)
+            assert await host.wait_for_mesh(KIND, timeout=20)
+            await trio.to_thread.run_sync(lambda: peer.call("wait_mesh", kind=KIND, within=20))
+            before = len(updates)
+
+            async def receive() -> None:
+                with trio.fail_after(60):
+                    while len(received) < count:
+                        received.append(await host.messages.receive())
+
+            async with trio.open_nursery() as inner:
+                inner.start_soon(receive)
+                for seq in range(1, count + 1):
+                    payload = signed(seq, text)
+                    await trio.to_thread.run_sync(
+                        lambda p=payload: peer.call("publish", kind=KIND, payload=p.hex())
+                    )
+            sent = updates[before:]
+            host.stop()
+        # every message arrived, and the window was credited back in large steps
+        assert [m.payload for m in received] == [signed(s, text) for s in range(1, count + 1)]
+        assert 1 <= len(sent) <= 4, sent
+        assert min(sent) >= 128 * 1024
+
+    trio.run(main)
