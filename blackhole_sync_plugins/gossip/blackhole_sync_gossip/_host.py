@@ -733,13 +733,22 @@ class GossipHost:
             if not self._stop.is_set() and len(self._early_conns) < self.config.max_inbound_peers:
                 self._early_conns.append(conn)
             return
-        if peer in self._peers:
-            return
         direction = (
             Direction.OUTBOUND
             if getattr(conn, "direction", None) == Direction.OUTBOUND
             else Direction.INBOUND
         )
+        known = self._peers.get(peer)
+        if known is not None:
+            if (
+                direction == Direction.OUTBOUND
+                and known.direction == Direction.INBOUND
+                and not known.decided.is_set()
+            ):
+                # Both sides dialled at once and each saw the other's connection first: each
+                # would wait for the other's hello until both refused. The dialler speaks.
+                self._nursery.start_soon(self._hello_initiate, peer)
+            return
         same_way = sum(1 for s in self._peers.values() if s.direction == direction)
         limit = (
             self.config.max_outbound_peers
