@@ -36,8 +36,9 @@ from nacl.signing import VerifyKey
 class TestValidator:
     """Publisher-signed payloads with a per-kind seq floor."""
 
-    def __init__(self, publisher_key: bytes) -> None:
+    def __init__(self, publisher_key: bytes, *, foreign: Verdict = Verdict.REJECT) -> None:
         self._key = VerifyKey(publisher_key)
+        self._foreign = foreign
         self.floors: dict[str, int] = {}
         self.newest: dict[str, bytes] = {}
 
@@ -45,7 +46,7 @@ class TestValidator:
         try:
             body = self._key.verify(payload)
         except (BadSignatureError, ValueError):
-            return Verdict.REJECT
+            return self._foreign
         if len(body) < 8:
             return Verdict.REJECT
         seq = int.from_bytes(body[:8], "big")
@@ -62,7 +63,10 @@ class TestValidator:
 
 class Node:
     def __init__(self, settings: dict[str, Any]) -> None:
-        self.validator = TestValidator(bytes.fromhex(settings["publisher"]))
+        # "foreign": "ignore" -- an engine node among real nodes (whose signed documents it
+        # cannot judge) ignores what it cannot verify instead of penalising honest forwarders.
+        foreign = Verdict.IGNORE if settings.get("foreign") == "ignore" else Verdict.REJECT
+        self.validator = TestValidator(bytes.fromhex(settings["publisher"]), foreign=foreign)
         self.hello = bytes.fromhex(settings.get("hello", ""))
         admit_hello = bytes.fromhex(settings.get("admit_hello", settings.get("hello", "")))
         config = GossipConfig(
