@@ -53,6 +53,8 @@ from blackhole_sync.testing import ScriptedValidator, TransportUnderTest, check_
 pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("net")]
 
 NETWORK = "ipfs-test"
+#: Seconds a fetch waits for a block: generous for a loaded machine (the stress session missed
+#: 3 s); the unknown-CID tests wait it out.
 FETCH_TIMEOUT = 3
 
 
@@ -153,6 +155,13 @@ async def net(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Net]:
             async with anyio.create_task_group() as tg:  # start together: each takes seconds
                 for node in (b, c, g):
                     tg.start_soon(node.__aenter__)
+            a_id = seed.rsplit("/p2p/", 1)[1]
+            with anyio.fail_after(60):  # connected to A before the first test fetches from it
+                for node in (b, c):
+                    while not any(  # noqa: ASYNC110 - polls a peer process
+                        p.endswith(f"/p2p/{a_id}") for p in await node.call("ipfs_peers")
+                    ):
+                        await anyio.sleep(0.2)
             yield Net(world, a, b, c, g)
         finally:
             with anyio.CancelScope(shield=True):
