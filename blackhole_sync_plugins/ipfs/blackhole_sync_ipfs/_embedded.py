@@ -162,6 +162,12 @@ class _Threads:
         thread.start()
         return future
 
+    def abandon(self, key: object) -> None:
+        """Stop sharing the call under ``key``: the next request for it starts a new one (the
+        old one runs on until it returns or the node closes; its result is dropped)."""
+        with self._lock:
+            self._inflight.pop(key, None)
+
     def _forget(self, key: object | None, future: concurrent.futures.Future[Any]) -> None:
         # Before the outcome is published: a request arriving after it starts a fresh call.
         with self._lock:
@@ -541,6 +547,9 @@ class EmbeddedNode:
         try:
             return await wait_future(future, timeout)
         except TimeoutError:
+            # Kubo may never answer a want it lost (a download that waits until the node
+            # closes); a later fetch of this block asks afresh instead of joining that wait.
+            self._threads.abandon(("block", cid.multihash))
             raise FetchTimeoutError(root, timeout) from None
 
     async def _leaves(self, root: Cid, timeout: float) -> AsyncGenerator[bytes, None]:  # noqa: ASYNC109 - a per-wait timeout, not an overall deadline
