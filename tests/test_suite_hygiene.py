@@ -119,3 +119,58 @@ def test_pytest_timeout_is_scaled_by_the_same_setting(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
     assert "2 passed" in result.stdout
+
+
+GROUPED_PROBE = (
+    "import os, pytest\n"
+    "pytestmark = pytest.mark.xdist_group('net')\n"
+    "@pytest.mark.parametrize('i', range(6))\n"
+    "def test_grouped(i):\n"
+    "    with open(os.path.join(os.environ['PROBE_OUT'], f'ran-{i}'), 'w') as out:\n"
+    "        out.write(os.environ['PYTEST_XDIST_WORKER'])\n"
+)
+
+
+def _run_probe_suite(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "base").mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    env["PROBE_OUT"] = str(tmp_path / "base")
+    return run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "blackhole_sync.testing.pytest_plugin",
+         "-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup",
+         str(tmp_path / "suite")],
+        env=env, cwd=tmp_path, timeout=scaled(120),
+    )  # fmt: skip
+
+
+def test_an_xdist_group_runs_in_one_worker(tmp_path: Path) -> None:
+    """The promise network tests rely on: ``xdist_group("net")`` tests never run side by side.
+
+    pytest 9.2 with pytest-xdist 3.8 silently broke it (the group tag is lost); the noxfile pins
+    a pair that keeps it, and this fails if an upgrade breaks it again."""
+    (tmp_path / "suite").mkdir()
+    (tmp_path / "suite" / "test_probe.py").write_text(GROUPED_PROBE)
+    result = _run_probe_suite(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    workers = {p.read_text() for p in (tmp_path / "base").glob("ran-*")}
+    assert len(list((tmp_path / "base").glob("ran-*"))) == 6
+    assert len(workers) == 1, workers
+
+
+def test_a_worker_whose_groups_were_ignored_fails_its_grouped_tests(tmp_path: Path) -> None:
+    """A conftest strips xdist's group tag, as pytest 9.2 did: the plugin fails the grouped
+    tests with the reason instead of letting them run side by side."""
+    (tmp_path / "suite").mkdir()
+    (tmp_path / "suite" / "test_probe.py").write_text(GROUPED_PROBE)
+    (tmp_path / "suite" / "conftest.py").write_text(
+        "import pytest\n"
+        "@pytest.hookimpl(trylast=True)\n"
+        "def pytest_collection_modifyitems(items):\n"
+        "    for item in items:\n"
+        "        if '@' in item.nodeid:\n"
+        "            item._nodeid = item.nodeid.split('@')[0]\n"
+    )
+    result = _run_probe_suite(tmp_path)
+    assert result.returncode != 0
+    assert "did not tag 6 xdist_group test(s)" in result.stdout
+    assert not list((tmp_path / "base").glob("ran-*"))

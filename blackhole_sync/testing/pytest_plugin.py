@@ -7,6 +7,10 @@ blackhole_sync.testing.pytest_plugin``; the repository's pytest configuration lo
 - The ``xdist_group`` marker is registered even where pytest-xdist is not installed, so a
   suite that marks its network tests ``@pytest.mark.xdist_group("net")`` (run in one worker,
   one after another, under ``--dist loadgroup``) also runs without it.
+- Under ``--dist loadgroup`` a worker refuses to run when pytest-xdist did not tag its grouped
+  tests (``<id>@<group>``: the tag the scheduler groups by). A pytest release xdist does not
+  follow yet (pytest 9.2 with xdist 3.8) drops the tag silently and the "one at a time"
+  network tests run side by side.
 """
 
 from __future__ import annotations
@@ -15,7 +19,13 @@ import pytest
 
 from .timeouts import TIMEOUT_SCALE_ENV, timeout_scale
 
-__all__ = ["pytest_collection_modifyitems", "pytest_configure", "pytest_report_header"]
+__all__ = [
+    "pytest_collection_finish",
+    "pytest_collection_modifyitems",
+    "pytest_configure",
+    "pytest_report_header",
+    "pytest_runtest_setup",
+]
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-timeout read its settings
@@ -48,6 +58,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             continue
         # prepended: the closest marker, the one pytest-timeout reads
         item.add_marker(pytest.mark.timeout(*args, **kwargs), append=False)
+
+
+def ungrouped(items: list[pytest.Item]) -> list[str]:
+    """The ids of ``items`` marked ``xdist_group`` that carry no ``@<group>`` tag."""
+    return [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("xdist_group") is not None and "@" not in item.nodeid
+    ]
+
+
+_UNGROUPED = pytest.StashKey[str]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    config = session.config
+    if not hasattr(config, "workerinput") or not getattr(config.option, "loadgroup", False):
+        return  # not an xdist worker under --dist loadgroup: groups mean nothing here
+    missing = ungrouped(session.items)
+    if missing:
+        config.stash[_UNGROUPED] = (
+            f"pytest-xdist did not tag {len(missing)} xdist_group test(s) with their group: "
+            f"this pytest ({pytest.__version__}) and pytest-xdist do not work together, and "
+            "grouped tests would run side by side. Use the versions the noxfile pins."
+        )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Fails each grouped test of a worker whose groups pytest-xdist ignored."""
+    message = item.config.stash.get(_UNGROUPED, None)
+    if message is not None and item.get_closest_marker("xdist_group") is not None:
+        pytest.fail(message, pytrace=False)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
