@@ -2,13 +2,15 @@
 
 **Tally.** VOTES signed votes (500 validators, each voting on VOTES/500 proposals; each vote
 a distinct signed document of about 400 bytes) go through what a node does with a vote a peer
-sends: the peer-message gate (size cap, strict parse, the signature over the canonical bytes,
-the ``Vote`` model, the binding to a known proposal, its release digest, the network and the
-validator set, expiry, the seq floor) and the proposal's tally (each validator once, by
-weight). The baseline is the cryptography alone: one bare ``nacl.signing.VerifyKey.verify``
-per vote over pre-encoded bytes with pre-built keys. Floors are kept in memory here (the
-tally's CPU work); ``tally_ratio_sqlite`` repeats it with the node's SQLite state database
-(one write per accepted vote), for information. Target: ``tally_ratio`` at most 1.5. Method:
+sends: the peer-message gate (size cap, strict parse -- a vote in canonical form by the
+one-step parser ``plain_vote_envelope``, which the property tests hold equal to the general
+one --, the signature over the canonical bytes, the ``Vote`` model, the binding to a known
+proposal, its release digest, the network and the validator set, expiry, the seq floor) and
+the proposal's tally (each validator once, by weight). The baseline is the cryptography
+alone: one bare ``nacl.signing.VerifyKey.verify`` per vote over pre-encoded bytes with
+pre-built keys. Floors are kept in memory here (the tally's CPU work); ``tally_ratio_sqlite``
+repeats it with the node's SQLite state database (one write per accepted vote), for
+information. Target: ``tally_ratio`` at most 1.5. Method:
 ROUNDS interleaved rounds, the median of the per-round ratios (bench_verify's method).
 
 **Simulator** (``blackhole_sync.testing.netsim``: the real gate, tallies and rollouts of every

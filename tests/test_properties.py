@@ -286,3 +286,137 @@ def test_the_votes_fast_path_accepts_only_what_the_full_parser_accepts_alike(
         assert fast == full
     if not changes and not dropped:
         assert fast is not None  # the plain shape takes the fast path
+
+
+def _vote_both_ways(data: bytes) -> tuple[Any, Any]:
+    """The one-step vote parser's answer, and the general parser's (envelope and model, or
+    its FormatError)."""
+    from blackhole_sync.documents import Vote, plain_vote_envelope
+
+    fast = plain_vote_envelope(data)
+    try:
+        envelope = Envelope.from_bytes(data, expected_type="vote")
+        full: Any = (envelope, envelope.parse(Vote.from_dict))
+    except FormatError as exc:
+        full = exc
+    return fast, full
+
+
+def _assert_alike(fast: Any, full: Any) -> None:
+    if fast is None:
+        return
+    assert not isinstance(full, FormatError), f"the fast path took what the parser refuses: {full}"
+    (env, vote), (full_env, full_vote) = fast, full
+    assert env == full_env and vote == full_vote
+    assert dict(env.signed) == dict(full_env.signed)
+    assert env.signed_bytes == full_env.signed_bytes and env.raw == full_env.raw
+    assert vote.expires.tzinfo is full_vote.expires.tzinfo
+
+
+_VOTE_FIELD_VALUES = {
+    "_type": st.sampled_from(["vote", "health", "Vote"]),
+    "node_id": sha256 | st.sampled_from(["AB" * 32, "ab" * 31, "00" * 32]),
+    "network_id": names | st.sampled_from(["Bad", "-x", "a" * 65, "ne\u00e9t", ""]),
+    "seq": st.integers(min_value=-3, max_value=2**64) | st.sampled_from([MAX_INT, MAX_INT + 1]),
+    "expires": times | st.sampled_from(["2026-02-30T00:00:00Z", "0000-01-01T00:00:00Z",
+                                        "2026-01-01T24:00:00Z", "2026-01-01 00:00:00Z"]),
+    "proposal": st.from_regex(r"[A-Za-z0-9._-]{1,130}", fullmatch=True) | texts,
+    "release_digest": sha256 | st.just("CD" * 32),
+    "support": st.booleans() | st.sampled_from([0, 1, None, "true"]),
+}  # fmt: skip
+
+
+@given(
+    fields=st.fixed_dictionaries({}, optional=_VOTE_FIELD_VALUES),
+    extra=st.dictionaries(st.sampled_from(["extra", "zz", "a"]), json_values, max_size=1),
+    sig=st.binary(min_size=64, max_size=64).map(bytes.hex) | st.sampled_from(["ab", "AB" * 64]),
+    keyid=sha256 | st.just("0" * 63),
+    signatures=st.integers(min_value=0, max_value=2),
+)
+@settings(max_examples=600, deadline=None)
+def test_the_one_step_vote_parser_agrees_with_the_general_parser(
+    fields: dict[str, Any], extra: dict[str, Any], sig: str, keyid: str, signatures: int
+) -> None:
+    """``plain_vote_envelope`` (the gate's fast path for canonical votes) returns exactly the
+    envelope and Vote the general parser builds, or declines: it never accepts what the
+    general parser refuses. Votes are written canonically, field values drawn valid and not."""
+    signed = {**extra, **fields}
+    document = {"signed": signed, "signatures": [{"keyid": keyid, "sig": sig}] * signatures}
+    fast, full = _vote_both_ways(canonical_bytes(document))
+    _assert_alike(fast, full)
+    valid = {
+        "_type": "vote", "node_id": "ab" * 32, "network_id": "blackhole", "seq": 3,
+        "expires": "2027-01-01T00:00:00Z", "proposal": "protocol-8",
+        "release_digest": "cd" * 32, "support": False,
+    }  # fmt: skip
+    plain = {"signed": valid, "signatures": [{"keyid": "ef" * 32, "sig": "01" * 64}]}
+    assert _vote_both_ways(canonical_bytes(plain))[0] is not None  # the plain shape is fast
+
+
+_PLAIN_VOTE = canonical_bytes(
+    {
+        "signed": {
+            "_type": "vote", "node_id": "ab" * 32, "network_id": "blackhole", "seq": 12,
+            "expires": "2027-01-01T00:00:00Z", "proposal": "p-1.x_2",
+            "release_digest": "cd" * 32, "support": True,
+        },
+        "signatures": [{"keyid": "ef" * 32, "sig": "01" * 64}],
+    }
+)  # fmt: skip
+
+
+@given(
+    edits=st.lists(
+        st.tuples(
+            st.sampled_from(["replace", "insert", "delete"]),
+            st.integers(min_value=0, max_value=len(_PLAIN_VOTE) - 1),
+            st.sampled_from([*b' "\\{}[],:0189afAFZTnu-._\x00\xc3\xa9', 0x7F, 0xFF]),
+        ),
+        min_size=1,
+        max_size=3,
+    )
+)
+@settings(max_examples=800, deadline=None)
+def test_no_byte_edit_of_a_canonical_vote_makes_the_one_step_parser_disagree(
+    edits: list[tuple[str, int, int]],
+) -> None:
+    """Spaces, duplicate or reordered keys, escapes, leading zeros, non-ASCII bytes, a broken
+    calendar: whatever a byte edit makes of a canonical vote, the fast path declines or builds
+    what the general parser builds."""
+    data = bytearray(_PLAIN_VOTE)
+    for op, at, byte in edits:
+        at = min(at, len(data) - 1)
+        if op == "replace":
+            data[at] = byte
+        elif op == "insert":
+            data.insert(at, byte)
+        else:
+            del data[at]
+    fast, full = _vote_both_ways(bytes(data))
+    _assert_alike(fast, full)
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [
+        (b'"seq":12', b'"seq":012'),  # a leading zero: not JSON
+        (b'"seq":12', b'"seq":9223372036854775808'),  # over MAX_INT
+        (b'"proposal":"p-1.x_2"', b'"proposal":"p-1.x\\u005f2"'),  # an escape
+        (b'"support":true', b'"support":true,"support":false'),  # a duplicate key
+        (b'"expires":"2027-01-01', b'"expires":"2027-02-30'),  # no such day
+        (b'"expires":"2027-01-01T00', b'"expires":"2027-01-01T24'),  # no such hour
+        (b"T00:00:00Z", b"T00:00:60Z"),  # no such second
+        (b'{"signatures"', b'{ "signatures"'),  # not canonical
+    ],
+)
+def test_the_one_step_vote_parser_declines_the_near_misses(old: bytes, new: bytes) -> None:
+    data = _PLAIN_VOTE.replace(old, new, 1)
+    assert data != _PLAIN_VOTE
+    fast, full = _vote_both_ways(data)
+    assert fast is None
+    if old.startswith(b'"proposal"'):  # an escape is valid JSON for the general parser
+        assert not isinstance(full, FormatError) and full[1].proposal == "p-1.x_2"
+    elif old.startswith(b"{"):
+        assert not isinstance(full, FormatError)  # a space: the general parser reads it
+    else:
+        assert isinstance(full, FormatError)

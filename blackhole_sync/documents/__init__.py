@@ -64,6 +64,7 @@ _EXPORTS: dict[str, str] = {
     "HealthReport": "node_documents",
     "NodeStatusDoc": "node_documents",
     "Vote": "node_documents",
+    "plain_vote_envelope": "node_documents",
     "DOCUMENT_TYPES": "registry",
     "CONFIG_SCOPES": "release",
     "UPDATE_TYPES": "release",
@@ -101,6 +102,7 @@ __all__ = [
     "COORDINATION_LISTINGS",
     "coordination_relpath",
     "governance_subject",
+    "plain_vote_envelope",
     "ValidatorSet",
     "MAX_VALIDATORS",
     "MAX_CERTIFIED_VOTES",
@@ -233,6 +235,7 @@ if TYPE_CHECKING:  # static names for type checkers
         HealthReport as HealthReport,
         NodeStatusDoc as NodeStatusDoc,
         Vote as Vote,
+        plain_vote_envelope as plain_vote_envelope,
     )
     from .registry import DOCUMENT_TYPES as DOCUMENT_TYPES
     from .release import (
