@@ -109,7 +109,9 @@ class EmbeddedConfig:
 
     Otherwise ``listen`` (default: TCP 4001 on every interface) and ``bootstrap`` (default:
     none -- pass :data:`KUBO_DEFAULT_BOOTSTRAP` to join the public network) are used, and
-    ``mdns`` enables local discovery.
+    ``mdns`` enables local discovery. ``bootstrap`` peers are dialled by
+    :meth:`EmbeddedNode.start` once the node runs, never by Kubo's bootstrapper (see
+    :func:`apply_config`).
 
     ``fsync``: make each added block durable before it is pinned (as Kubo's flatfs does).
     ``prefetch``: blocks fetched ahead of the one being written. ``pin_check_timeout``: how long
@@ -191,7 +193,11 @@ def apply_config(kubo: dict[str, Any], options: EmbeddedConfig) -> dict[str, Any
     _set(cfg, "Addresses.Swarm", options.swarm_addresses())
     _set(cfg, "Addresses.API", [])
     _set(cfg, "Addresses.Gateway", [])
-    _set(cfg, "Bootstrap", list(options.bootstrap))
+    # Kubo's own bootstrapper dials while the node is being built, before bitswap listens for
+    # connections: bitswap then never learns of that peer and never asks it for a block (seen
+    # in 5 of 8 starts beside another node starting). EmbeddedNode dials ``bootstrap`` itself
+    # once the node runs.
+    _set(cfg, "Bootstrap", [])
     _set(cfg, "Peering.Peers", [])
     _set(cfg, "Discovery.MDNS.Enabled", bool(options.mdns and not options.loopback_only))
     _set(cfg, "Pubsub.Enabled", options.pubsub)

@@ -3,7 +3,9 @@
 How the pieces fit:
 
 - **Lifecycle.** :class:`EmbeddedNode` creates or opens the repo, rewrites its config from an
-  :class:`EmbeddedConfig` (loopback-only by default), starts the node, and on close stops it,
+  :class:`EmbeddedConfig` (loopback-only by default), starts the node, then dials the
+  bootstrap peers itself (Kubo's bootstrapper would dial before bitswap listens for
+  connections, and bitswap would never ask those peers for blocks), and on close stops it,
   waits for every call into the library to return and stops it again (a call racing the close
   would otherwise bring it back). Kubo keeps nodes in process-global state: one per process.
 - **Threads.** Each library call blocks and some never end on their own (a fetch of a CID
@@ -30,6 +32,7 @@ import copy
 import functools
 import itertools
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -65,13 +68,16 @@ from ._errors import (
 from ._libkubo import Libkubo, RawPubsubMessage, load
 from ._threads import wait_future
 
-__all__ = ["EmbeddedNode", "embedded_available"]
+__all__ = ["BOOTSTRAP_CONNECT_TIMEOUT", "EmbeddedNode", "embedded_available"]
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _MAX_DEPTH = 16
 _POLL_INTERVAL = 0.02
 _CLOSE_GRACE = 15.0
+#: Seconds :meth:`EmbeddedNode.start` waits for each bootstrap peer.
+BOOTSTRAP_CONNECT_TIMEOUT = 10.0
 
 _process_lock = threading.Lock()
 _process_owner: EmbeddedNode | None = None
@@ -283,6 +289,21 @@ class EmbeddedNode:
             with anyio.CancelScope(shield=True):
                 await anyio.to_thread.run_sync(self._stop_sync)
             raise
+        await self._dial_bootstrap()
+
+    async def _dial_bootstrap(self) -> None:
+        """Connect to the configured bootstrap peers, now that the node (and its bitswap)
+        runs; one that cannot be reached is logged and left to the caller to retry."""
+
+        async def dial(addr: str) -> None:
+            try:
+                await self.connect(addr, timeout=BOOTSTRAP_CONNECT_TIMEOUT)
+            except IpfsError as exc:
+                log.info("ipfs: bootstrap peer %s not reached: %s", addr, exc)
+
+        async with anyio.create_task_group() as tg:
+            for addr in dict.fromkeys(self.config.bootstrap):
+                tg.start_soon(dial, addr)
 
     def _start_sync(self) -> None:
         lib = self._lib

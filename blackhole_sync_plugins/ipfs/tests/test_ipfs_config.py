@@ -51,7 +51,7 @@ def test_open_config_uses_what_it_is_given() -> None:
     )
     cfg = apply_config(KUBO_INIT, options)
     assert cfg["Addresses"]["Swarm"] == ["/ip4/0.0.0.0/tcp/4001"]
-    assert cfg["Bootstrap"] == list(KUBO_DEFAULT_BOOTSTRAP)
+    assert cfg["Bootstrap"] == []  # EmbeddedNode dials them once bitswap runs
     assert "AddrFilters" not in cfg["Swarm"]
 
 

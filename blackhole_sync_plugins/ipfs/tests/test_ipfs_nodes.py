@@ -255,6 +255,41 @@ async def test_rpc_backend(
         assert report is not None and report["sockets"] == []
 
 
+async def test_nodes_started_together_fetch_from_their_bootstrap_peer_at_once(
+    anyio_backend: str, blobs: dict[int, Path], tmp_path: Path
+) -> None:
+    """Five nodes start side by side, bootstrapped to a seed, and each fetches from it at once.
+
+    Kubo's own bootstrapper dialled the seed before bitswap listened for connections, so
+    bitswap never asked the seed for a block: such a fetch waited until the seed happened to
+    send it a message (5 of 8 starts beside another node). The node now dials its bootstrap
+    peers itself once it runs."""
+    blob = blobs[CHUNK_SIZE + 1]
+    async with NodeProcess(tmp_path / "seed", backend=anyio_backend, extra_args=NODE_ARGS) as seed:
+        cid = await seed.call("add", path=str(blob))
+        nodes = [
+            NodeProcess(tmp_path / f"n{i}", backend=anyio_backend,
+                        extra_args=(*NODE_ARGS, "--bootstrap", seed.address))
+            for i in range(5)
+        ]  # fmt: skip
+        try:
+            async with anyio.create_task_group() as tg:
+                for node in nodes:
+                    tg.start_soon(node.__aenter__)
+            for i, node in enumerate(nodes):
+                assert any(p.endswith(seed.peer_id) for p in await node.call("peers"))
+                result = await node.call(
+                    "get", cid=cid, max_length=blob.stat().st_size, timeout=5.0,
+                    out=str(tmp_path / f"out-{i}"),
+                )  # fmt: skip
+                assert result["failure"] is None, (i, result["failure"])
+                assert result["sha256"] == sha256(blob)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for node in nodes:
+                    await node.close()
+
+
 async def test_clean_shutdown(anyio_backend: str, tmp_path: Path) -> None:
     """Closing with a fetch still waiting leaves no socket and no engine thread."""
     async with NodeProcess(tmp_path / "n", backend=anyio_backend, extra_args=NODE_ARGS) as node:

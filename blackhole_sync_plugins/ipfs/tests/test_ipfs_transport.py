@@ -53,8 +53,8 @@ from blackhole_sync.testing import ScriptedValidator, TransportUnderTest, check_
 pytestmark = [pytest.mark.anyio, pytest.mark.xdist_group("net")]
 
 NETWORK = "ipfs-test"
-#: Seconds a fetch waits for a block: generous for a loaded machine (the stress session missed
-#: 3 s); the unknown-CID tests wait it out.
+#: Seconds a fetch waits for a block (blocks arrive in milliseconds here); the unknown-CID
+#: tests wait it out.
 FETCH_TIMEOUT = 3
 
 

@@ -163,6 +163,7 @@ async def _main(args: argparse.Namespace, out: TextIO) -> None:
         pin_check_timeout=args.pin_check_timeout,
         fsync=not args.no_fsync,
         prefetch=args.prefetch,
+        bootstrap=tuple(args.bootstrap),
     )
     async with AsyncExitStack() as stack:
         node = await stack.enter_async_context(EmbeddedNode(config))
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pin-check-timeout", type=float, default=10.0)
     parser.add_argument("--no-fsync", action="store_true")
     parser.add_argument("--prefetch", type=int, default=32)
+    parser.add_argument("--bootstrap", action="append", default=[], help="a peer to dial at start")
     args = parser.parse_args(argv)
     if args.rpc_facade and args.backend != "asyncio":
         parser.error("the rpc facade (aiohttp) needs --backend asyncio")
