@@ -10,6 +10,7 @@ keeps them for event timestamps.
 from __future__ import annotations
 
 import datetime as _dt
+import time
 
 __all__ = ["utcnow", "utcnow_precise"]
 
@@ -20,5 +21,7 @@ def utcnow_precise() -> _dt.datetime:
 
 
 def utcnow() -> _dt.datetime:
-    """The current time, timezone-aware UTC, whole seconds."""
-    return utcnow_precise().replace(microsecond=0)
+    """The current time, timezone-aware UTC, whole seconds (the same clock as
+    :func:`utcnow_precise`, truncated; built without ``replace``, which costs twice as much:
+    the peer-message gate reads it for every message)."""
+    return _dt.datetime.fromtimestamp(int(time.time()), _dt.UTC)

@@ -11,6 +11,7 @@ import datetime as _dt
 import functools
 import re
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 from attrs import field, frozen
@@ -169,9 +170,9 @@ def plain_vote_envelope(data: bytes) -> tuple[Envelope, Vote] | None:
         return None
     try:  # the pattern fixed the form and the clock's ranges: only the calendar can fail
         expires = _dt.datetime.fromisoformat(time_text)
-        node_id = _node_id(node)
-    except (ValueError, FormatError):
+    except ValueError:
         return None
+    node_id = node  # 64 lowercase hex digits: what _node_id returns unchanged (any 32 bytes)
     support = support_text == "true"
     signed = {
         "_type": Vote.TYPE,
@@ -185,7 +186,11 @@ def plain_vote_envelope(data: bytes) -> tuple[Envelope, Vote] | None:
     }
     signed_bytes = data[match.start(3) : match.end(3)]  # ASCII: str and bytes offsets agree
     envelope = Envelope(signed, (Signature(keyid, sig),), signed_bytes, data)
-    return envelope, Vote(node_id, network_id, seq, expires, proposal, digest, support, {})
+    return envelope, Vote(node_id, network_id, seq, expires, proposal, digest, support, _NO_EXTRA)
+
+
+#: The unknown fields of a plain vote: none (one read-only mapping shared by all of them).
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 
 
 @frozen

@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import functools
-import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, MutableMapping
@@ -60,7 +59,6 @@ from typing import Any, Protocol
 
 from attrs import frozen
 
-from .._fsutil import sha256_hex
 from ..clock import utcnow
 from ..documents import (
     MAX_ANNOUNCEMENT_BYTES,
@@ -198,7 +196,7 @@ class PeerMessageGate:
         on_accept: Callable[[Decided], None] | None = None,
         validators: Callable[[], ValidatorSet | None] = lambda: None,
         proposal: Callable[[str], Proposal | None] = lambda _id: None,
-        shared: MutableMapping[tuple[str, str, int], _Verified | str] | None = None,
+        shared: MutableMapping[tuple[str, bytes, int], _Verified | str] | None = None,
         recent: int = RECENT,
     ) -> None:
         self._root = root
@@ -210,7 +208,7 @@ class PeerMessageGate:
         self._shared = shared
         self._keep = recent
         self._lock = threading.Lock()
-        self._recent: OrderedDict[tuple[str, str], Decided] = OrderedDict()
+        self._recent: OrderedDict[tuple[str, bytes], Decided] = OrderedDict()
         self.counts: dict[str, int] = {"accept": 0, "reject": 0, "ignore": 0}
 
     def __call__(self, message: PeerMessage) -> Verdict:
@@ -218,15 +216,17 @@ class PeerMessageGate:
 
     def decide(self, message: PeerMessage) -> Decided:
         """The verdict on ``message``; raises nothing (a bug in a check rejects the message)."""
-        digest = sha256_hex(message.payload)
+        payload = bytes(message.payload)
         with self._lock:
             try:
-                decided = self._decide(message, digest)
+                decided = self._decide(message.kind, payload)
             except (SecurityError, ValueError) as exc:  # a check tripped on hostile input
                 decided = Decided(Verdict.REJECT, f"malformed: {exc}", message.kind)
             self.counts[decided.verdict.value] += 1
             if decided.verdict is Verdict.ACCEPT and self._keep:
-                self._recent[(message.kind, digest)] = decided
+                # keyed by the payload itself: a dict compares keys in full, and an accepted
+                # document keeps its bytes anyway (``envelope.raw``)
+                self._recent[(message.kind, payload)] = decided
                 while len(self._recent) > self._keep:
                     self._recent.popitem(last=False)
         if decided.verdict is Verdict.ACCEPT and self._on_accept is not None:
@@ -236,24 +236,24 @@ class PeerMessageGate:
     def accepted(self, message: PeerMessage) -> Decided | None:
         """The gate's acceptance of exactly this message, if it accepted it recently."""
         with self._lock:
-            return self._recent.get((message.kind, sha256_hex(message.payload)))
+            return self._recent.get((message.kind, bytes(message.payload)))
 
     # -- the decision ---------------------------------------------------------------------------
 
-    def _decide(self, message: PeerMessage, digest: str) -> Decided:
-        kind = message.kind
+    def _decide(self, kind: str, payload: bytes) -> Decided:
         if kind not in KINDS:
             return Decided(Verdict.REJECT, f"unknown kind {kind!r}", kind)
-        if len(message.payload) > _CAPS[kind]:
-            reason = f"{len(message.payload)} bytes, over the {_CAPS[kind]}-byte cap"
+        if len(payload) > _CAPS[kind]:
+            reason = f"{len(payload)} bytes, over the {_CAPS[kind]}-byte cap"
             return Decided(Verdict.REJECT, reason, kind)
-        verified = self._verified(kind, message.payload, digest, self._root())
+        root = self._root()
+        verified = self._verified(kind, payload, root)
         if type(verified) is str:
             return Decided(Verdict.REJECT, verified, kind)
         assert isinstance(verified, _Verified)
         document = verified.document
         if kind in _BOUND:
-            problem = self._binding(kind, document)
+            problem = self._binding(kind, document, root.network_id)
             if problem is not None:
                 return problem
         if verified.expires is not None and verified.expires <= self._clock():
@@ -281,11 +281,11 @@ class PeerMessageGate:
             verified.envelope,
         )
 
-    def _verified(self, kind: str, payload: bytes, digest: str, root: Root) -> _Verified | str:
+    def _verified(self, kind: str, payload: bytes, root: Root) -> _Verified | str:
         """Everything that depends only on the bytes and the root: the parse, the signatures,
         the model, the network and who speaks (a reason string when rejected). Shared between
         gates when asked (the key includes the root's version)."""
-        key = (kind, digest, root.version)
+        key = (kind, payload, root.version)
         shared = self._shared
         if shared is not None:
             hit = shared.get(key)
@@ -325,17 +325,17 @@ class PeerMessageGate:
             publisher,
             getattr(document, "expires", None),
             _seq_of(kind, document),
-            sys.intern(_floor_key(kind, publisher, document)),
+            _floor_key(kind, publisher, document),
         )
 
-    def _binding(self, kind: str, document: Any) -> Decided | None:
-        """A vote's or certificate's ties to a known proposal and the validator set."""
+    def _binding(self, kind: str, document: Any, network: str) -> Decided | None:
+        """A vote's or certificate's ties to a known proposal, the validator set and the
+        ``network``."""
         proposal = self._proposal(document.proposal)
         validators = self._validators()
         if proposal is None or validators is None:
             what = "proposal" if proposal is None else "validator set"
             return Decided(Verdict.IGNORE, f"not yet verifiable: no {what} known", kind)
-        network = self._root().network_id
         if kind == "vote":
             problem = vote_problem(document, proposal, validators, network)
             if problem is not None and "expires before" in problem:
