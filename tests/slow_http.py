@@ -30,16 +30,21 @@ class SlowSource:
         self.chunk = chunk
         self.blob_bytes_sent = 0
         self.blob_requests: list[tuple[str, int]] = []  # (path, first byte asked for)
+        #: requests made before the last reset_counts() count no more bytes (a killed client's
+        #: handler may still write its last block into the closed socket afterwards)
+        self.generation = 0
         self.url = ""
         self.stopping = threading.Event()
         self._lock = threading.Lock()
 
-    def sent(self, count: int) -> None:
+    def sent(self, count: int, generation: int) -> None:
         with self._lock:
-            self.blob_bytes_sent += count
+            if generation == self.generation:
+                self.blob_bytes_sent += count
 
     def reset_counts(self) -> None:
         with self._lock:
+            self.generation += 1
             self.blob_bytes_sent = 0
             self.blob_requests.clear()
 
@@ -71,6 +76,7 @@ class _Handler(BaseHTTPRequestHandler):
                 end = min(end, int(match.group(2)) + 1)
             status = 206
         is_blob = rel.startswith("blobs/")
+        generation = source.generation
         if is_blob:
             source.blob_requests.append((rel, start))
         self.send_response(status)
@@ -90,7 +96,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 position += len(block)
                 if is_blob:
-                    source.sent(len(block))
+                    source.sent(len(block), generation)
         except (BrokenPipeError, ConnectionResetError):
             pass
 
