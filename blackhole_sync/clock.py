@@ -20,8 +20,18 @@ def utcnow_precise() -> _dt.datetime:
     return _dt.datetime.now(_dt.UTC)
 
 
+#: The last whole second :func:`utcnow` built, and its datetime (immutable, so shared;
+#: replaced as one tuple, so threads never see a second paired with another's datetime).
+_last_second: tuple[int, _dt.datetime] = (0, _dt.datetime.fromtimestamp(0, _dt.UTC))
+
+
 def utcnow() -> _dt.datetime:
     """The current time, timezone-aware UTC, whole seconds (the same clock as
-    :func:`utcnow_precise`, truncated; built without ``replace``, which costs twice as much:
-    the peer-message gate reads it for every message)."""
-    return _dt.datetime.fromtimestamp(int(time.time()), _dt.UTC)
+    :func:`utcnow_precise`, truncated). The peer-message gate reads it for every message, so
+    the datetime of a second is built once."""
+    global _last_second
+    second = int(time.time())
+    last = _last_second
+    if last[0] != second:
+        last = _last_second = (second, _dt.datetime.fromtimestamp(second, _dt.UTC))
+    return last[1]
