@@ -1,4 +1,4 @@
-"""Benchmark: verify a release manifest, and tally votes, against bare pynacl verification.
+"""Benchmark: verify a release manifest against bare pynacl verification.
 
 Documents: a manifest with 10 artifacts and five release signatures; the release role's
 threshold is 3, so a verifier needs three good signatures. The library's path is the trust
@@ -7,9 +7,8 @@ model. The baseline is the cryptography alone: three bare ``nacl.signing.VerifyK
 calls per document over pre-encoded bytes. The ratio says what strict parsing, canonical
 re-encoding, the schema checks and key bookkeeping add. Target: at most 2.0.
 
-Votes (a proxy until the tally exists): VOTES votes, each from its own node key, checked against
-a validator set of pre-built keys: parse, one signature, the ``Vote`` model; the baseline is one
-bare pynacl verify per vote with pre-built keys. The coming tally's target: at most 1.5.
+Votes are measured by ``bench_consensus.py`` (the peer-message gate and the tally, target at
+most 1.5 x bare pynacl); the proxy that stood here until the tally existed is gone.
 
 Method: ROUNDS interleaved rounds (the order of the two candidates alternates from round to
 round); in each round both candidates do the same work back to back, so the round's ratio
@@ -17,7 +16,7 @@ compares them under the same machine load. Reported: the median of the per-round
 the median rates, never the best round. ``--clock cpu`` measures process CPU time instead of
 wall time (steadier on a shared machine).
 
-Run: ``.venv/bin/python bench/bench_verify.py [--documents N] [--votes N] [--rounds N]``. The
+Run: ``.venv/bin/python bench/bench_verify.py [--documents N] [--rounds N]``. The
 last line printed is one JSON object with the figures and the targets.
 """
 
@@ -37,20 +36,16 @@ import nacl.signing
 from blackhole_sync.documents import (
     Envelope,
     PrivateKey,
-    PublicKey,
     ReleaseManifest,
     Root,
-    Vote,
     format_time,
     verify_backend,
-    verify_threshold,
 )
 
 THRESHOLD = 3
 SIGNATURES = 5
 ARTIFACTS = 10
 TARGET_RATIO = 2.0
-VOTE_TARGET_RATIO = 1.5
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
@@ -104,29 +99,6 @@ def build_manifest() -> tuple[Root, bytes]:
     return root, Envelope.sign(manifest.to_dict(), release_keys).raw
 
 
-def build_votes(count: int) -> tuple[dict[str, PublicKey], list[bytes]]:
-    """``count`` votes, one per node key, and the validator set's keys by node id."""
-    expires = format_time(dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
-    digest = hashlib.sha256(b"release manifest").hexdigest()
-    validators: dict[str, PublicKey] = {}
-    votes = []
-    for seq in range(1, count + 1):
-        key = PrivateKey.generate()
-        validators[key.public_key.hex] = key.public_key
-        signed = {
-            "_type": "vote",
-            "node_id": key.public_key.hex,
-            "network_id": "blackhole",
-            "seq": seq,
-            "expires": expires,
-            "proposal": "protocol-8",
-            "release_digest": digest,
-            "support": True,
-        }
-        votes.append(Envelope.sign(signed, [key]).raw)
-    return validators, votes
-
-
 def interleaved(
     library: Callable[[], object],
     baseline: Callable[[], object],
@@ -167,13 +139,12 @@ def summary(lib: list[float], base: list[float], per_round: int) -> Figures:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--documents", type=int, default=2000, help="documents per round")
-    parser.add_argument("--votes", type=int, default=10_000, help="votes per round")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
-    parser.add_argument("--quick", action="store_true", help="500 documents, 2,000 votes")
+    parser.add_argument("--quick", action="store_true", help="500 documents")
     args = parser.parse_args()
     if args.quick:
-        args.documents, args.votes = 500, 2000
+        args.documents = 500
     clock = CLOCKS[args.clock]
 
     root, data = build_manifest()
@@ -195,28 +166,9 @@ def main() -> None:
             for key, sig in bare_docs:
                 key.verify(signed_bytes, sig)
 
-    validators, votes = build_votes(args.votes)
-    bare_votes = []
-    for raw in votes:
-        env = Envelope.from_bytes(raw)
-        key = nacl.signing.VerifyKey(validators[env.signed["node_id"]].raw)
-        bare_votes.append((key, env.signed_bytes, bytes.fromhex(env.signatures[0].sig)))
-
-    def tally() -> None:
-        for raw in votes:
-            env = Envelope.from_bytes(raw, expected_type="vote")
-            key = validators[env.signed["node_id"]]
-            verify_threshold(env.signed_bytes, env.signatures, {key.keyid: key}, [key.keyid], 1)
-            env.parse(Vote.from_dict)
-
-    def bare_tally() -> None:
-        for key, message, sig in bare_votes:
-            key.verify(message, sig)
-
     docs = summary(
         *interleaved(documents, bare_documents, args.rounds, clock), per_round=args.documents
     )
-    tallies = summary(*interleaved(tally, bare_tally, args.rounds, clock), per_round=args.votes)
 
     print(f"document: {len(data)} bytes, {ARTIFACTS} artifacts, {SIGNATURES} signatures")
     print(f"method: median of {args.rounds} interleaved rounds ({args.clock} clock)")
@@ -226,12 +178,6 @@ def main() -> None:
         f"documents ({THRESHOLD} of {SIGNATURES} signatures): "
         f"{docs.library_per_second:.0f}/s vs bare {docs.bare_per_second:.0f}/s, "
         f"ratio {docs.ratio:.2f}x (target <= {TARGET_RATIO}x), rounds {docs.round_ratios}"
-    )
-    print(
-        f"vote tally proxy ({args.votes} votes): "
-        f"{tallies.library_per_second:.0f}/s vs bare {tallies.bare_per_second:.0f}/s, "
-        f"ratio {tallies.ratio:.2f}x (target <= {VOTE_TARGET_RATIO}x), "
-        f"rounds {tallies.round_ratios}"
     )
     print(
         json.dumps(
@@ -251,13 +197,6 @@ def main() -> None:
                 "bare_pynacl_documents_per_second": docs.bare_per_second,
                 "target_ratio": TARGET_RATIO,
                 "ok": docs.ratio <= TARGET_RATIO,
-                "votes": args.votes,
-                "vote_ratio": tallies.ratio,
-                "vote_round_ratios": tallies.round_ratios,
-                "votes_per_second": tallies.library_per_second,
-                "bare_pynacl_votes_per_second": tallies.bare_per_second,
-                "vote_target_ratio": VOTE_TARGET_RATIO,
-                "vote_ok": tallies.ratio <= VOTE_TARGET_RATIO,
                 "library_verify": verify_backend(),
                 "baseline_verify": "nacl.signing.VerifyKey.verify",
             }
