@@ -162,7 +162,9 @@ def plain_vote_envelope(data: bytes) -> tuple[Envelope, Vote] | None:
     match = _PLAIN_VOTE_ENVELOPE.fullmatch(data.decode("ascii"))
     if match is None:
         return None
-    keyid, sig, _signed, time_text, network_id, node, proposal, digest, seq_text, support_text = (
+    # node_id: 64 lowercase hex digits, which _node_id would return unchanged (any 32 bytes
+    # make a key), so the general path's cached check is not repeated here
+    keyid, sig, _, time_text, network_id, node_id, proposal, digest, seq_text, support_text = (
         match.groups()
     )
     seq = int(seq_text)
@@ -172,7 +174,6 @@ def plain_vote_envelope(data: bytes) -> tuple[Envelope, Vote] | None:
         expires = _dt.datetime.fromisoformat(time_text)
     except ValueError:
         return None
-    node_id = node  # 64 lowercase hex digits: what _node_id returns unchanged (any 32 bytes)
     support = support_text == "true"
     signed = {
         "_type": Vote.TYPE,
